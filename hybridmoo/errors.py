@@ -1,0 +1,13 @@
+"""Errors that mean "the user's input is wrong" (the CLI turns them into one line + exit 2)."""
+
+
+class HybridMooError(Exception):
+    """Base class of every error hybridmoo raises on purpose."""
+
+
+class ConfigError(HybridMooError, ValueError):
+    """Bad input: an unknown key or name, a wrong type, an empty space, a bad budget, ..."""
+
+
+class RunDirError(HybridMooError):
+    """The run directory cannot be used: locked by another process, or holds another run."""

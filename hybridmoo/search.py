@@ -1,0 +1,205 @@
+"""``search()``: the one loop that asks a proposer, evaluates on a backend, and keeps the archive.
+
+Resume replays the journal: the proposer is rebuilt from its seed and re-asked; every config the
+journal already holds is answered from it instead of being evaluated again. With a deterministic
+evaluate and one evaluation at a time, a resumed run reproduces the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hybridmoo.archive import ParetoArchive
+from hybridmoo.backends import Backend, make_backend
+from hybridmoo.errors import ConfigError
+from hybridmoo.journal import Journal
+from hybridmoo.objectives import (MISSING_OBJECTIVE, Constraint, EvalResult, EvaluationTask,
+                                  Objective)
+from hybridmoo.progress import SearchProgress
+from hybridmoo.proposers import DEFAULT_ALGORITHM, Proposer, make_proposer
+from hybridmoo.space import Candidate, SearchSpace
+
+log = logging.getLogger("hybridmoo")
+
+MAX_IDLE_ASKS = 100  # asks in a row that bring nothing new before the proposer counts as stuck
+SETUP_CHECK_EVALS = 3  # this many first results all missing one objective = a setup error
+
+
+@dataclass
+class SearchResult:
+    """What a search found: ``front`` (non-dominated records) and ``history`` (all, in order)."""
+
+    archive: ParetoArchive
+    stop_reason: str
+    run_dir: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def front(self) -> list[EvalResult]:
+        return self.archive.front
+
+    @property
+    def history(self) -> list[EvalResult]:
+        return self.archive.history
+
+    @property
+    def failed(self) -> list[EvalResult]:
+        return [r for r in self.history if not r.ok]
+
+    @property
+    def hypervolume(self) -> float:
+        return self.archive.hypervolume()
+
+    @property
+    def hypervolume_curve(self) -> list[float]:
+        """Hypervolume after each evaluation (see :mod:`hybridmoo.archive` for normalisation)."""
+        return self.archive.hypervolume_curve()
+
+
+def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str, Any]],
+           objectives: Sequence[Objective], *, constraints: Sequence[Constraint] = (),
+           algorithm: str = DEFAULT_ALGORITHM, algorithm_options: Mapping[str, Any] | None = None,
+           max_evals: int = 100, seed: int = 0, backend: str | Backend = "local",
+           workers: int = 1, run_dir: str | os.PathLike[str] | None = None, resume: bool = False,
+           reference: Mapping[str, tuple[float, float]] | None = None,
+           progress: bool | None = None) -> SearchResult:
+    """Multi-objective search over ``space``; ``max_evals`` counts unique configs evaluated.
+
+    ``evaluate(config) -> {objective name: value, ...}``; failures (exceptions, missing or
+    non-finite values) become failed records and the search goes on. ``constraints`` name
+    returned values that must be ``<= 0`` (or within their ``min``/``max``). ``reference``
+    fixes the hypervolume normalisation. ``run_dir`` journals every result; ``resume=True``
+    continues a run from its journal.
+    """
+    objectives, constraints = _check_inputs(space, objectives, constraints, max_evals, seed)
+    options = dict(algorithm_options or {})
+    proposer = make_proposer(algorithm, space, objectives, constraints, seed, **options)
+    archive = ParetoArchive(objectives, reference)
+    if isinstance(backend, str):
+        backend = make_backend(backend, workers)
+    settings = {"space": space.to_json(), "objectives": [vars(o) for o in objectives],
+                "constraints": [vars(c) for c in constraints], "algorithm": algorithm,
+                "algorithm_options": options, "seed": seed, "max_evals": max_evals}
+    with ExitStack() as stack:
+        journal = stack.enter_context(Journal(run_dir)) if run_dir is not None else None
+        journaled = journal.start(settings, resume) if journal else []
+        for r in journaled:
+            archive.add(r)
+        stack.enter_context(backend)
+        backend.start(EvaluationTask(evaluate, objectives, constraints))
+        with SearchProgress(max_evals, progress) as bar:
+            loop = _Loop(proposer, backend, archive, journal, bar, max_evals, journaled)
+            try:
+                reason = loop.run()
+            except ConfigError:
+                if journal is not None and not resume:
+                    journal.discard()
+                raise
+    log.info("search stopped: %s", reason)
+    return SearchResult(archive, reason, Path(run_dir) if run_dir else None,
+                        journal.warnings if journal else [])
+
+
+class _Loop:
+    """State of one pass of the search loop (kept apart so ``search`` reads in one screen)."""
+
+    def __init__(self, proposer: Proposer, backend: Backend, archive: ParetoArchive,
+                 journal: Journal | None, bar: SearchProgress, max_evals: int,
+                 journaled: list[EvalResult]) -> None:
+        self.proposer, self.backend, self.archive = proposer, backend, archive
+        self.journal, self.bar, self.max_evals = journal, bar, max_evals
+        self.known = {r.key: r for r in journaled}  # every config with a result
+        self.unreplayed = set(self.known)  # journaled configs the proposer has not asked yet
+        self.waiting: dict[str, list[Candidate]] = {}  # in-flight key -> who asked for it
+        self.consumed = 0  # budget used in this pass: submitted plus replayed from the journal
+        self.new_results: list[EvalResult] = []
+
+    def run(self) -> str:
+        idle_asks = 0
+        while True:
+            if self._budget_left() > 0 and self.backend.in_flight < self.backend.capacity:
+                asked, submitted = self._fill()
+                idle_asks = 0 if submitted else idle_asks + 1
+                if self.backend.in_flight == 0:
+                    if not asked:
+                        return "the proposer has no new configuration to try"
+                    if idle_asks >= MAX_IDLE_ASKS:
+                        return f"the proposer repeated known configs {MAX_IDLE_ASKS} asks in a row"
+                    continue
+            if self.backend.in_flight == 0:
+                if len(self.new_results) < SETUP_CHECK_EVALS:
+                    self._check_setup()
+                return f"max_evals={self.max_evals} reached"
+            self._collect(*self.backend.next_done())
+
+    def _budget_left(self) -> int:
+        return min(self.max_evals - self.consumed,
+                   self.max_evals - len(self.archive) - self.backend.in_flight)
+
+    def _fill(self) -> tuple[bool, bool]:
+        """Ask once for the free slots; returns (got any candidate, submitted any)."""
+        n = min(self.backend.capacity - self.backend.in_flight, self.max_evals - self.consumed)
+        candidates = self.proposer.ask(n)
+        submitted = False
+        for c in candidates:
+            if c.key in self.waiting:
+                self.waiting[c.key].append(c)
+            elif c.key in self.known:
+                if c.key in self.unreplayed:
+                    self.unreplayed.discard(c.key)
+                    self.consumed += 1
+                self.proposer.tell([self.known[c.key].for_candidate(c)])
+            elif self._budget_left() > 0:
+                self.waiting[c.key] = [c]
+                self.backend.submit(c)
+                self.consumed += 1
+                submitted = True
+        return bool(candidates), submitted
+
+    def _collect(self, candidate: Candidate, result: EvalResult) -> None:
+        if self.journal is not None:
+            self.journal.append(result)
+        self.archive.add(result)
+        self.known[result.key] = result
+        self.new_results.append(result)
+        self.proposer.tell([result.for_candidate(c) for c in self.waiting.pop(candidate.key)])
+        self.bar.update(len(self.archive), len(self.archive.front), self.archive.hypervolume(),
+                        sum(not r.ok for r in self.archive.history))
+        if len(self.new_results) == SETUP_CHECK_EVALS:
+            self._check_setup()
+
+    def _check_setup(self) -> None:
+        """The first results all missing the same objective: a setup error, not bad luck."""
+        reasons = {r.reason for r in self.new_results[:SETUP_CHECK_EVALS]}
+        reason = reasons.pop() if len(reasons) == 1 else None
+        if reason and reason.startswith(MISSING_OBJECTIVE):
+            raise ConfigError(reason)
+
+
+def _check_inputs(space: SearchSpace, objectives: Sequence[Objective],
+                  constraints: Sequence[Constraint], max_evals: int, seed: int
+                  ) -> tuple[tuple[Objective, ...], tuple[Constraint, ...]]:
+    if not isinstance(space, SearchSpace):
+        raise ConfigError(f"space must be a SearchSpace, got {type(space).__name__}")
+    objectives, constraints = tuple(objectives), tuple(constraints)
+    if not objectives:
+        raise ConfigError("give at least one objective")
+    for kind, items, cls in (("objective", objectives, Objective),
+                             ("constraint", constraints, Constraint)):
+        for item in items:
+            if not isinstance(item, cls):
+                raise ConfigError(f"each {kind} must be a {cls.__name__}, got {item!r}")
+        names = [i.name for i in items]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{kind} names must be unique, got {names}")
+    if isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1:
+        raise ConfigError(f"max_evals must be a positive int, got {max_evals!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
+    return objectives, constraints
