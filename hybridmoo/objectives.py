@@ -55,7 +55,7 @@ class Constraint:
             raise ConfigError(f"constraint name must be a non-empty string, got {self.name!r}")
         for bound in (self.max, self.min):
             if bound is not None and not _is_real(bound):
-                raise ConfigError(f"constraint {self.name!r}: bounds must be numbers, got {bound!r}")
+                raise ConfigError(f"constraint {self.name!r}: bounds must be numbers, not {bound!r}")
 
     def value(self, metric: float) -> float:
         parts = []
@@ -124,7 +124,7 @@ class EvalResult:
 
 def minimization_matrix(results: Sequence[EvalResult], objectives: Sequence[Objective],
                         failed_value: float = np.nan) -> np.ndarray:
-    """``(n, m)`` array of objective values turned into minimisation; failures get ``failed_value``."""
+    """``(n, m)`` objective values in minimisation form; failures get ``failed_value``."""
     F = np.full((len(results), len(objectives)), failed_value, dtype=float)
     for i, r in enumerate(results):
         if r.ok:
@@ -166,7 +166,7 @@ def _check_returned(returned: Any, objectives: Sequence[Objective],
     for c in constraints:
         metric = returned.get(c.name)
         if not _is_real(metric) or not math.isfinite(float(metric)):
-            return {}, {}, info, f"constraint {c.name!r} has no finite value in the result: {metric!r}"
+            return {}, {}, info, f"constraint {c.name!r} has no finite value returned: {metric!r}"
         constraint_values[c.name] = float(c.value(float(metric)))
     return values, constraint_values, info, None
 
@@ -183,7 +183,8 @@ def _jsonable(value: Any) -> Any:
         return value.item()
     if value is None or isinstance(value, str | int | float | bool):
         return value
-    if isinstance(value, list | tuple) and all(isinstance(v, str | int | float | bool) for v in value):
+    scalars = str | int | float | bool
+    if isinstance(value, list | tuple) and all(isinstance(v, scalars) for v in value):
         return list(value)
     return repr(value)
 

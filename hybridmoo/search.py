@@ -19,8 +19,13 @@ from hybridmoo.archive import ParetoArchive
 from hybridmoo.backends import Backend, make_backend
 from hybridmoo.errors import ConfigError
 from hybridmoo.journal import Journal
-from hybridmoo.objectives import (MISSING_OBJECTIVE, Constraint, EvalResult, EvaluationTask,
-                                  Objective)
+from hybridmoo.objectives import (
+    MISSING_OBJECTIVE,
+    Constraint,
+    EvalResult,
+    EvaluationTask,
+    Objective,
+)
 from hybridmoo.progress import SearchProgress
 from hybridmoo.proposers import DEFAULT_ALGORITHM, Proposer, make_proposer
 from hybridmoo.space import Candidate, SearchSpace
@@ -143,7 +148,7 @@ class _Loop:
                    self.max_evals - len(self.archive) - self.backend.in_flight)
 
     def _fill(self) -> tuple[bool, bool]:
-        """Ask once for the free slots; returns (got any candidate, submitted any)."""
+        """Ask once for the free slots; returns (got any candidate, submitted or replayed any)."""
         n = min(self.backend.capacity - self.backend.in_flight, self.max_evals - self.consumed)
         candidates = self.proposer.ask(n)
         submitted = False
@@ -154,6 +159,7 @@ class _Loop:
                 if c.key in self.unreplayed:
                     self.unreplayed.discard(c.key)
                     self.consumed += 1
+                    submitted = True  # replaying the journal is progress, not a repeat
                 self.proposer.tell([self.known[c.key].for_candidate(c)])
             elif self._budget_left() > 0:
                 self.waiting[c.key] = [c]

@@ -128,7 +128,8 @@ def dim_from_json(spec: Any, name: str = "?") -> Dim:
         return spec
     if not isinstance(spec, Mapping) or len(spec) != 1:
         raise ConfigError(
-            f"dimension {name!r}: expected {{choice: [...]}} or {{int_range: [lo, hi]}}, got {spec!r}"
+            f"dimension {name!r}: expected {{choice: [...]}} or {{int_range: [lo, hi]}}, "
+            f"got {spec!r}"
         )
     (kind, arg), = spec.items()
     if kind == "choice":
@@ -207,7 +208,8 @@ class SearchSpace:
         if missing:
             raise ConfigError(f"config misses dimension(s) {missing}")
         if extra:
-            raise ConfigError(f"config has unknown key(s) {extra}; the space has {list(self.names)}")
+            raise ConfigError(
+                f"config has unknown key(s) {extra}; the space has {list(self.names)}")
         for n, d in self.dims.items():
             if not d.contains(config[n]):
                 raise ConfigError(f"config[{n!r}] = {config[n]!r} is not in {d.to_json()}")

@@ -40,7 +40,7 @@ class Backend(ABC, Generic[T, R]):
     @abstractmethod
     def in_flight(self) -> int: ...
 
-    def close(self) -> None:  # noqa: B027 (optional hook)
+    def close(self) -> None:
         """Release workers; safe to call twice."""
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:

@@ -15,10 +15,10 @@ from pymoo.core.evaluator import Evaluator
 from pymoo.core.mutation import Mutation
 from pymoo.core.population import Population
 from pymoo.core.problem import Problem
+from pymoo.core.termination import NoTermination
 from pymoo.operators.crossover.ux import UniformCrossover
 from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.problems.static import StaticProblem
-from pymoo.core.termination import NoTermination
 
 from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import EvalResult, minimization_matrix

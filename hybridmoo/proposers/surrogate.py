@@ -1,0 +1,242 @@
+"""Predictor-assisted search: cheap surrogates decide which configs are worth a real evaluation.
+
+Each round: fit one tree-ensemble regressor per objective (and per constraint, and a classifier
+of "the evaluation fails" once a failure was seen) on everything evaluated so far; run an inner
+NSGA-II on the surrogates' optimistic predictions (mean - kappa * spread across trees); from the
+unseen configs the inner search visited, pick the batch greedily by predicted hypervolume gain
+over the real front ("believing" each pick before choosing the next).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.duplicate import DefaultDuplicateElimination
+from pymoo.core.problem import Problem
+from pymoo.operators.crossover.ux import UniformCrossover
+from pymoo.operators.sampling.rnd import IntegerRandomSampling
+from pymoo.optimize import minimize
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
+from sklearn.exceptions import ConvergenceWarning
+
+from hybridmoo.archive import hypervolume, non_dominated_mask
+from hybridmoo.errors import ConfigError
+from hybridmoo.objectives import EvalResult, minimization_matrix
+from hybridmoo.proposers.base import BatchProposer
+from hybridmoo.proposers.pymoo_engines import IndexMutation
+from hybridmoo.space import Candidate, Choice, SearchSpace
+
+MAX_SHORTLIST = 200  # predicted-best unseen configs scored for hypervolume gain per round
+
+
+class SurrogateProposer(BatchProposer):
+    """Surrogate-assisted batches; the first ``n_init`` configs are drawn at random."""
+
+    name = "surrogate"
+
+    def __init__(self, space, objectives, constraints=(), seed=0, *, batch_size: int = 10,
+                 n_init: int = 20, n_trees: int = 50, inner_pop: int = 100,
+                 inner_gens: int = 25, kappa: float = 1.0, model: str = "forest") -> None:
+        super().__init__(space, objectives, constraints, seed)
+        for key, value, low in (("batch_size", batch_size, 1), ("n_init", n_init, 2),
+                                ("n_trees", n_trees, 1), ("inner_pop", inner_pop, 4),
+                                ("inner_gens", inner_gens, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"surrogate option {key} must be an int >= {low}, got {value!r}")
+        self.batch_size, self.n_init, self.n_trees = batch_size, n_init, n_trees
+        self.inner_pop, self.inner_gens, self.kappa = inner_pop, inner_gens, float(kappa)
+        if model not in ("forest", "gp"):
+            raise ConfigError(f"surrogate option model must be 'forest' or 'gp', got {model!r}")
+        self.model = model
+        self._features = _Features(space)
+        self._seen: set[str] = set()
+        self._data: dict[str, EvalResult] = {}
+
+    def _tell(self, results: list[EvalResult]) -> None:
+        for r in results:  # every result is training data, wherever it came from
+            self._data.setdefault(r.key, r)
+            self._seen.add(r.key)
+        super()._tell(results)
+
+    def _learn(self, results: list[EvalResult]) -> None:
+        """Nothing to do per batch: the data was taken in ``_tell``."""
+
+    def _next_batch(self) -> list[Candidate]:
+        ok = [r for r in self._data.values() if r.ok]
+        if len(ok) < max(2, min(self.n_init, self.space.size // 2)):
+            n = self.n_init if not self._data else self.batch_size
+            return self._random_unseen(n, origin="init")
+        shortlist, predicted = self._inner_search(ok)
+        picks = self._pick(shortlist, predicted, ok)
+        batch = [Candidate(self.space.decode(x), origin="evo") for x in picks]
+        self._seen.update(c.key for c in batch)
+        return batch + self._random_unseen(self.batch_size - len(batch), origin="random")
+
+    def _random_unseen(self, n: int, origin: str) -> list[Candidate]:
+        out: list[Candidate] = []
+        for _ in range(100 * n):
+            if len(out) >= n or len(self._seen) >= self.space.size:
+                break
+            c = Candidate(self.space.sample(self.rng), origin=origin)
+            if c.key not in self._seen:
+                self._seen.add(c.key)
+                out.append(c)
+        return out
+
+    def _inner_search(self, ok: list[EvalResult]) -> tuple[np.ndarray, np.ndarray]:
+        """Unseen index vectors visited by NSGA-II on the surrogates, with their predictions."""
+        X = np.array([self.space.encode(r.config) for r in ok])
+        targets = [minimization_matrix(ok, self.objectives)[:, j]
+                   for j in range(len(self.objectives))]
+        targets += [np.array([r.constraints[c.name] for r in ok]) for c in self.constraints]
+        with warnings.catch_warnings():  # GP kernel bounds hit on tiny data: expected, harmless
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            models = [self._regressor().fit(self._features(X), y) for y in targets]
+        failure = self._failure_model()
+        problem = _SurrogateProblem(self.space, self._features, models, len(self.objectives),
+                                    failure, self.kappa)
+        pop_size = max(4, min(self.inner_pop, self.space.size // 8))
+        algorithm = NSGA2(pop_size=pop_size, sampling=IntegerRandomSampling(),
+                          crossover=UniformCrossover(), mutation=IndexMutation(),
+                          eliminate_duplicates=DefaultDuplicateElimination())
+        minimize(problem, algorithm, ("n_gen", self.inner_gens),
+                 seed=int(self.rng.integers(2**31)), verbose=False)
+        front = [r for r in ok if r.feasible] or ok
+        F = minimization_matrix(front, self.objectives)
+        for r in np.array(front)[non_dominated_mask(F)]:  # local moves around the real front
+            problem.predict(_neighbours(self.space.encode(r.config), self.space.sizes))
+        visited, preds = problem.visited()
+        unseen = np.array([Candidate(self.space.decode(x)).key not in self._seen
+                           for x in visited], dtype=bool)
+        return visited[unseen], preds[unseen]
+
+    def _pick(self, X: np.ndarray, P: np.ndarray, ok: list[EvalResult]) -> list[np.ndarray]:
+        """Greedy batch by predicted hypervolume gain over the real feasible front."""
+        if len(X) == 0:
+            return []
+        order = np.argsort(_rank(P), kind="stable")[:MAX_SHORTLIST]
+        X, P = X[order], P[order]
+        feasible = [r for r in ok if r.feasible]
+        F = minimization_matrix(feasible, self.objectives) if feasible else P[:1]
+        front = F[non_dominated_mask(F)]
+        ideal, nadir = front.min(axis=0), front.max(axis=0)
+        picks: list[int] = []
+        base = hypervolume(front, ideal, nadir)
+        for _ in range(min(self.batch_size, len(X))):
+            gains = np.array([-1.0 if i in picks else
+                              hypervolume(np.vstack([front, P[i]]), ideal, nadir) - base
+                              for i in range(len(X))])
+            best = int(np.argmax(gains))
+            if gains[best] <= 0:
+                break
+            picks.append(best)
+            front = np.vstack([front, P[best]])
+            base += gains[best]
+        rest = [i for i in range(len(X)) if i not in picks]  # fill by predicted rank
+        picks += rest[: self.batch_size - len(picks)]
+        return [X[i] for i in picks]
+
+    def _regressor(self):
+        seed = int(self.rng.integers(2**31))
+        if self.model == "gp":
+            from sklearn.gaussian_process import GaussianProcessRegressor
+            from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+            kernel = ConstantKernel() * RBF(length_scale=1.0) + WhiteKernel(1e-2)
+            return GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed)
+        return ExtraTreesRegressor(n_estimators=self.n_trees, random_state=seed)
+
+    def _failure_model(self) -> ExtraTreesClassifier | None:
+        labels = np.array([r.ok for r in self._data.values()])
+        if labels.all() or not labels.any():
+            return None
+        X = np.array([self.space.encode(r.config) for r in self._data.values()])
+        model = ExtraTreesClassifier(n_estimators=self.n_trees,
+                                     random_state=int(self.rng.integers(2**31)))
+        return model.fit(self._features(X), labels)
+
+
+def _neighbours(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Every index vector that differs from ``x`` in exactly one dimension."""
+    rows = []
+    for j, size in enumerate(sizes):
+        for v in range(int(size)):
+            if v != x[j]:
+                y = x.copy()
+                y[j] = v
+                rows.append(y)
+    return np.array(rows).reshape(-1, len(x))
+
+
+def _rank(P: np.ndarray) -> np.ndarray:
+    """Non-domination rank of each row of predictions (0 = predicted front)."""
+    rank = np.empty(len(P), dtype=int)
+    for r, idx in enumerate(NonDominatedSorting().do(P)):
+        rank[idx] = r
+    return rank
+
+
+class _Features:
+    """Index vector -> model features: one-hot per categorical value, scaled integer position."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.sizes = space.sizes
+        self.categorical = [isinstance(d, Choice) for d in space.dims.values()]
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        X = np.rint(np.atleast_2d(X)).astype(int)
+        cols = []
+        for j, (size, categorical) in enumerate(zip(self.sizes, self.categorical, strict=True)):
+            if categorical and size > 2:
+                cols.append(np.eye(size)[X[:, j]])
+            else:
+                cols.append((X[:, j] / max(size - 1, 1))[:, None])
+        return np.hstack(cols)
+
+
+class _SurrogateProblem(Problem):
+    """Objectives = optimistic surrogate predictions; constraints = predicted values and the
+    predicted failure probability. Remembers every point it predicted."""
+
+    def __init__(self, space: SearchSpace, features: _Features, models: list, n_obj: int,
+                 failure: ExtraTreesClassifier | None, kappa: float) -> None:
+        n_constr = len(models) - n_obj + 1
+        super().__init__(n_var=len(space), n_obj=n_obj, n_ieq_constr=n_constr,
+                         xl=np.zeros(len(space)), xu=space.sizes - 1.0, vtype=int)
+        self.categorical = np.array([isinstance(d, Choice) for d in space.dims.values()])
+        self.features, self.models, self.n_obj_models = features, models, n_obj
+        self.failure, self.kappa = failure, kappa
+        self._seen: dict[tuple[int, ...], np.ndarray] = {}
+
+    def _evaluate(self, X, out, *args, **kwargs):
+        out["F"], out["G"] = self.predict(X)
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Optimistic objectives and constraints for index vectors ``X`` (and remember them)."""
+        X = np.rint(X).astype(int)
+        Z = self.features(X)
+        Z32 = Z.astype(np.float32)  # the trees' own dtype; calling tree_ skips input checks
+        optimistic = []
+        for model in self.models:
+            if isinstance(model, ExtraTreesRegressor):
+                per_tree = np.stack([t.tree_.predict(Z32)[:, 0] for t in model.estimators_])
+                mean, std = per_tree.mean(axis=0), per_tree.std(axis=0)
+            else:
+                mean, std = model.predict(Z, return_std=True)
+            optimistic.append(mean - self.kappa * std)
+        F = np.column_stack(optimistic[: self.n_obj_models])
+        fail = (self.failure.predict_proba(Z)[:, list(self.failure.classes_).index(False)]
+                if self.failure is not None else np.zeros(len(X)))
+        G = np.column_stack([*optimistic[self.n_obj_models:], fail - 0.5])
+        for x, f, g in zip(X, F, G, strict=True):
+            if np.all(g <= 0):
+                self._seen.setdefault(tuple(x), f)
+        return F, G
+
+    def visited(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._seen:
+            return np.empty((0, self.n_var), dtype=int), np.empty((0, self.n_obj))
+        keys = list(self._seen)
+        return np.array(keys), np.array([self._seen[k] for k in keys])
