@@ -126,6 +126,32 @@ class BatchProposer(Proposer):
     def _learn(self, results: list[EvalResult]) -> None: ...
 
 
+Genome = tuple[int, ...]  # a config as its index vector (hashable)
+RANDOM_TRIES = 1000  # rejection-sampling draws when looking for an unseen config
+ENUMERATE_LIMIT = 1 << 16  # spaces up to this size are enumerated when rejection fails
+
+
+def genome(x: Any) -> Genome:
+    """Index vector (array, list or config encoding) as a hashable tuple of ints."""
+    return tuple(int(v) for v in np.rint(np.asarray(x)))
+
+
+def random_unseen(space: SearchSpace, rng: np.random.Generator, seen: set[Genome]
+                  ) -> Genome | None:
+    """A uniformly drawn index vector not in ``seen``; ``None`` when every config is seen
+    (or, in a space too large to enumerate, when ``RANDOM_TRIES`` draws found nothing new)."""
+    if len(seen) >= space.size:
+        return None
+    for _ in range(RANDOM_TRIES):
+        x = genome(rng.integers(0, space.sizes))
+        if x not in seen:
+            return x
+    if space.size > ENUMERATE_LIMIT:
+        return None
+    free = [x for x in np.ndindex(*(int(s) for s in space.sizes)) if x not in seen]
+    return genome(free[int(rng.integers(len(free)))]) if free else None
+
+
 FAILED = 1e12  # stands in for "infinitely bad" where an engine needs finite numbers
 
 

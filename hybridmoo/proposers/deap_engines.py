@@ -26,15 +26,11 @@ from deap import base, tools
 
 from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import EvalResult, minimization_matrix
-from hybridmoo.proposers.base import BatchProposer
+from hybridmoo.proposers.base import BatchProposer, Genome, genome, random_unseen
 from hybridmoo.space import Candidate, Choice, SearchSpace
 
 SELECTIONS = ("nsga2", "spea2")
 VARIATION_TRIES = 20  # offspring pairs drawn per population slot before random fill-up
-RANDOM_TRIES = 1000  # rejection-sampling draws when looking for an unseen config
-ENUMERATE_LIMIT = 1 << 16  # spaces up to this size are enumerated when rejection fails
-
-Genome = tuple[int, ...]
 
 
 class MinFitness(base.Fitness):
@@ -164,7 +160,7 @@ class DeapProposer(BatchProposer):
         """Uniform crossover (as ``tools.cxUniform`` with ``indpb=0.5``): two children."""
         swap = self.rng.random(len(g1)) < 0.5
         a, b = np.array(g1), np.array(g2)
-        return _genome(np.where(swap, b, a)), _genome(np.where(swap, a, b))
+        return genome(np.where(swap, b, a)), genome(np.where(swap, a, b))
 
     def _mutate(self, genome: Genome) -> Genome:
         """Per dimension with probability 1/n: redraw a categorical index (to another value);
@@ -195,11 +191,7 @@ class DeapProposer(BatchProposer):
         return batch
 
     def _genome(self, config: dict[str, Any]) -> Genome:
-        return _genome(self.space.encode(config))
-
-
-def _genome(x: np.ndarray) -> Genome:
-    return tuple(int(v) for v in x)
+        return genome(self.space.encode(config))
 
 
 def _better(a: Individual, b: Individual, crowding: bool) -> Individual | None:
@@ -219,19 +211,3 @@ def _better(a: Individual, b: Individual, crowding: bool) -> Individual | None:
         if ca != cb:
             return a if ca > cb else b
     return None
-
-
-def random_unseen(space: SearchSpace, rng: np.random.Generator, seen: set[Genome]
-                  ) -> Genome | None:
-    """A uniformly drawn index vector not in ``seen``; ``None`` when every config is seen
-    (or, in a space too large to enumerate, when ``RANDOM_TRIES`` draws found nothing new)."""
-    if len(seen) >= space.size:
-        return None
-    for _ in range(RANDOM_TRIES):
-        x = _genome(rng.integers(0, space.sizes))
-        if x not in seen:
-            return x
-    if space.size > ENUMERATE_LIMIT:
-        return None
-    free = [x for x in np.ndindex(*(int(s) for s in space.sizes)) if x not in seen]
-    return _genome(np.array(free[int(rng.integers(len(free)))])) if free else None

@@ -20,21 +20,18 @@ from optuna.trial import Trial, TrialState
 
 from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import Constraint, EvalResult, Objective
-from hybridmoo.proposers.base import Proposer
+from hybridmoo.proposers.base import Genome, Proposer, random_unseen
 from hybridmoo.space import Candidate, Choice, SearchSpace, config_key
 
 SAMPLERS = ("nsga2", "tpe")
 DEFAULT_POPULATION = 20
 TPE_STARTUP_TRIALS = 10
 REDRAWS = 8  # extra sampler draws per ask() that may repeat known configs before random fill
-RANDOM_TRIES = 1000  # rejection-sampling draws when looking for an unseen config
-ENUMERATE_LIMIT = 1 << 16  # spaces up to this size are enumerated when rejection fails
 
 # Optuna >= 5 keeps constraints on the trial (``Trial.set_constraint``); older versions read
 # them through the sampler's ``constraints_func``.
 _SET_CONSTRAINT = hasattr(Trial, "set_constraint")
 
-Genome = tuple[int, ...]
 
 
 class OptunaProposer(Proposer):
@@ -113,7 +110,7 @@ class OptunaProposer(Proposer):
             while len(out) < n and len(self._seen) < self.space.size:
                 origin = "init" if self._n_ok < self._startup else "evo"
                 if redraws >= REDRAWS:
-                    x = _random_unseen(self.space, self.rng, self._seen)
+                    x = random_unseen(self.space, self.rng, self._seen)
                     if x is None:
                         break
                     self.study.enqueue_trial(self._params(self.space.decode(np.array(x))))
@@ -250,19 +247,3 @@ def _quiet() -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(level)
-
-
-def _random_unseen(space: SearchSpace, rng: np.random.Generator, seen: set[Genome]
-                   ) -> Genome | None:
-    """A uniformly drawn index vector not in ``seen``; ``None`` when every config is seen
-    (or, in a space too large to enumerate, when ``RANDOM_TRIES`` draws found nothing new)."""
-    if len(seen) >= space.size:
-        return None
-    for _ in range(RANDOM_TRIES):
-        x = tuple(int(v) for v in rng.integers(0, space.sizes))
-        if x not in seen:
-            return x
-    if space.size > ENUMERATE_LIMIT:
-        return None
-    free = [x for x in np.ndindex(*(int(s) for s in space.sizes)) if x not in seen]
-    return tuple(int(v) for v in free[int(rng.integers(len(free)))]) if free else None

@@ -22,7 +22,7 @@ from pymoo.problems.static import StaticProblem
 
 from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import EvalResult, minimization_matrix
-from hybridmoo.proposers.base import FAILED, BatchProposer, constraint_matrix
+from hybridmoo.proposers.base import FAILED, BatchProposer, Genome, constraint_matrix, genome
 from hybridmoo.space import Candidate, Choice, SearchSpace
 
 ALGORITHMS = ("nsga2", "nsga3", "agemoea2", "smsemoa")
@@ -39,7 +39,7 @@ class PymooProposer(BatchProposer):
         if not isinstance(pop_size, int) or pop_size < 2:
             raise ConfigError(f"pop_size must be an int >= 2, got {pop_size!r}")
         self.name = algorithm
-        self._seen: set[tuple[int, ...]] = set()
+        self._seen: set[Genome] = set()
         self._problem = _IndexProblem(space, len(self.objectives), len(self.constraints) + 1)
         self._algorithm = _build(algorithm, pop_size, n_offsprings, space, len(self.objectives),
                                  self._seen)
@@ -52,7 +52,7 @@ class PymooProposer(BatchProposer):
         origin = "init" if self._algorithm.n_gen in (None, 1) else "evo"
         batch = []
         for x in X:
-            self._seen.add(tuple(int(v) for v in np.rint(x)))
+            self._seen.add(genome(x))
             batch.append(Candidate(self.space.decode(x), origin=origin))
         return batch
 
@@ -64,7 +64,7 @@ class PymooProposer(BatchProposer):
 
     def _tell(self, results: list[EvalResult]) -> None:
         for r in results:  # configs evaluated elsewhere are "seen" too
-            self._seen.add(tuple(int(v) for v in self.space.encode(r.config)))
+            self._seen.add(genome(self.space.encode(r.config)))
         super()._tell(results)
 
 
@@ -105,16 +105,13 @@ class IndexMutation(Mutation):
 class SeenElimination(DuplicateElimination):
     """Duplicates within the population, against ``other``, and against every config seen."""
 
-    def __init__(self, seen: set[tuple[int, ...]]) -> None:
+    def __init__(self, seen: set[Genome]) -> None:
         super().__init__()
         self.seen = seen
 
     def _do(self, pop, other, is_duplicate):
-        keys = [tuple(int(v) for v in np.rint(x)) for x in pop.get("X")]
-        if other is None:
-            taken = set(self.seen)
-        else:
-            taken = {tuple(int(v) for v in np.rint(x)) for x in other.get("X")}
+        keys = [genome(x) for x in pop.get("X")]
+        taken = set(self.seen) if other is None else {genome(x) for x in other.get("X")}
         for i, key in enumerate(keys):
             if key in taken:
                 is_duplicate[i] = True
@@ -124,7 +121,7 @@ class SeenElimination(DuplicateElimination):
 
 
 def _build(name: str, pop_size: int, n_offsprings: int | None, space: SearchSpace, n_obj: int,
-           seen: set[tuple[int, ...]]) -> Any:
+           seen: set[Genome]) -> Any:
     common = dict(sampling=IntegerRandomSampling(), crossover=UniformCrossover(),
                   mutation=IndexMutation(), eliminate_duplicates=SeenElimination(seen),
                   n_offsprings=n_offsprings)

@@ -25,7 +25,7 @@ from sklearn.exceptions import ConvergenceWarning
 from hybridmoo.archive import hypervolume, non_dominated_mask
 from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import EvalResult, minimization_matrix
-from hybridmoo.proposers.base import BatchProposer
+from hybridmoo.proposers.base import BatchProposer, Genome, genome, random_unseen
 from hybridmoo.proposers.pymoo_engines import IndexMutation
 from hybridmoo.space import Candidate, Choice, SearchSpace
 
@@ -52,13 +52,13 @@ class SurrogateProposer(BatchProposer):
             raise ConfigError(f"surrogate option model must be 'forest' or 'gp', got {model!r}")
         self.model = model
         self._features = _Features(space)
-        self._seen: set[str] = set()
+        self._seen: set[Genome] = set()
         self._data: dict[str, EvalResult] = {}
 
     def _tell(self, results: list[EvalResult]) -> None:
         for r in results:  # every result is training data, wherever it came from
             self._data.setdefault(r.key, r)
-            self._seen.add(r.key)
+            self._seen.add(genome(self.space.encode(r.config)))
         super()._tell(results)
 
     def _learn(self, results: list[EvalResult]) -> None:
@@ -72,18 +72,14 @@ class SurrogateProposer(BatchProposer):
         shortlist, predicted = self._inner_search(ok)
         picks = self._pick(shortlist, predicted, ok)
         batch = [Candidate(self.space.decode(x), origin="evo") for x in picks]
-        self._seen.update(c.key for c in batch)
+        self._seen.update(genome(x) for x in picks)
         return batch + self._random_unseen(self.batch_size - len(batch), origin="random")
 
     def _random_unseen(self, n: int, origin: str) -> list[Candidate]:
         out: list[Candidate] = []
-        for _ in range(100 * n):
-            if len(out) >= n or len(self._seen) >= self.space.size:
-                break
-            c = Candidate(self.space.sample(self.rng), origin=origin)
-            if c.key not in self._seen:
-                self._seen.add(c.key)
-                out.append(c)
+        while len(out) < n and (x := random_unseen(self.space, self.rng, self._seen)) is not None:
+            self._seen.add(x)
+            out.append(Candidate(self.space.decode(x), origin=origin))
         return out
 
     def _inner_search(self, ok: list[EvalResult]) -> tuple[np.ndarray, np.ndarray]:
@@ -109,8 +105,7 @@ class SurrogateProposer(BatchProposer):
         for r in np.array(front)[non_dominated_mask(F)]:  # local moves around the real front
             problem.predict(_neighbours(self.space.encode(r.config), self.space.sizes))
         visited, preds = problem.visited()
-        unseen = np.array([Candidate(self.space.decode(x)).key not in self._seen
-                           for x in visited], dtype=bool)
+        unseen = np.array([genome(x) not in self._seen for x in visited], dtype=bool)
         return visited[unseen], preds[unseen]
 
     def _pick(self, X: np.ndarray, P: np.ndarray, ok: list[EvalResult]) -> list[np.ndarray]:

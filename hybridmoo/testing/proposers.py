@@ -1,0 +1,122 @@
+"""The contract every search engine keeps (subclass :class:`ProposerConformance` in a test).
+
+A subclass provides the fixture ``algorithm`` (a registered engine name) and may set
+``options`` (engine options that keep the run quick). Example::
+
+    class TestMyEngine(ProposerConformance):
+        @pytest.fixture
+        def algorithm(self):
+            return "my-engine"
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import pytest
+
+from hybridmoo.objectives import Constraint, EvalResult, Objective, run_evaluation
+from hybridmoo.proposers import Proposer, make_proposer
+from hybridmoo.space import Choice, IntRange, SearchSpace
+
+SPACE = SearchSpace({"op": Choice(["conv3", "conv1", "skip"]), "width": Choice([8, 16, 32, 64]),
+                     "depth": IntRange(1, 6), "ratio": Choice([0.25, 0.5, 1.0])})
+OBJECTIVES = (Objective("error", "min"), Objective("cost", "min"))
+THREE_OBJECTIVES = (*OBJECTIVES, Objective("accuracy_proxy", "max"))
+
+
+def toy_evaluate(config: dict[str, Any]) -> dict[str, float]:
+    """A deterministic trade-off: bigger networks err less and cost more; 'skip' fails at
+    depth 6 to exercise failures."""
+    if config["op"] == "skip" and config["depth"] == 6:
+        raise RuntimeError("skip x 6 has no parameters")
+    kernel = {"conv3": 9, "conv1": 1, "skip": 0}[config["op"]]
+    size = (kernel + 1) * config["width"] * config["depth"] * config["ratio"]
+    return {"error": 1.0 / (1.0 + math.sqrt(size)) + 0.01 * config["depth"],
+            "cost": size, "accuracy_proxy": math.log1p(size), "budget": size - 500.0}
+
+
+def drive(proposer: Proposer, rounds: int, n: int = 4,
+          objectives: tuple[Objective, ...] = OBJECTIVES,
+          constraints: tuple[Constraint, ...] = ()) -> list[list[str]]:
+    """``rounds`` of ask(n) -> evaluate -> tell; returns the keys asked in each round."""
+    asked = []
+    for _ in range(rounds):
+        candidates = proposer.ask(n)
+        asked.append([c.key for c in candidates])
+        proposer.tell([run_evaluation(toy_evaluate, c, objectives, constraints)
+                       for c in candidates])
+    return asked
+
+
+class ProposerConformance:
+    """Tests every registered engine must pass."""
+
+    options: ClassVar[dict[str, Any]] = {}
+
+    @pytest.fixture
+    def algorithm(self) -> str:
+        raise NotImplementedError("subclasses provide the `algorithm` fixture")
+
+    def make(self, algorithm: str, seed: int = 0, objectives=OBJECTIVES, constraints=(),
+             options: dict[str, Any] | None = None) -> Proposer:
+        return make_proposer(algorithm, SPACE, objectives, constraints, seed,
+                             **(self.options if options is None else options))
+
+    def test_asked_configs_lie_in_the_space(self, algorithm: str) -> None:
+        p = self.make(algorithm)
+        for _ in range(8):
+            candidates = p.ask(5)
+            assert len(candidates) <= 5
+            for c in candidates:
+                assert SPACE.contains(c.config), c.config
+                assert c.origin in {"init", "evo", "random", "refine"}
+            p.tell([run_evaluation(toy_evaluate, c, OBJECTIVES) for c in candidates])
+
+    def test_never_proposes_a_config_twice(self, algorithm: str) -> None:
+        keys = [k for batch in drive(self.make(algorithm), rounds=15) for k in batch]
+        assert len(keys) == len(set(keys))
+
+    def test_makes_progress_when_everything_was_told(self, algorithm: str) -> None:
+        p = self.make(algorithm)
+        for _ in range(10):
+            candidates = p.ask(3)
+            assert candidates, "an idle proposer with unseen configs left must propose"
+            p.tell([run_evaluation(toy_evaluate, c, OBJECTIVES) for c in candidates])
+
+    def test_tell_accepts_failures(self, algorithm: str) -> None:
+        p = self.make(algorithm)
+        for _ in range(6):
+            candidates = p.ask(4)
+            p.tell([EvalResult(c, ok=False, reason="injected failure") for c in candidates])
+        assert p.ask(4), "a proposer must keep proposing after failures"
+
+    def test_results_may_come_one_at_a_time_in_any_order(self, algorithm: str) -> None:
+        p = self.make(algorithm)
+        for _ in range(6):
+            candidates = p.ask(4)
+            for c in reversed(candidates):
+                p.tell([run_evaluation(toy_evaluate, c, OBJECTIVES)])
+
+    def test_same_seed_same_sequence(self, algorithm: str) -> None:
+        assert drive(self.make(algorithm, seed=3), 8) == drive(self.make(algorithm, seed=3), 8)
+
+    def test_different_seeds_differ(self, algorithm: str) -> None:
+        assert drive(self.make(algorithm, seed=1), 4) != drive(self.make(algorithm, seed=2), 4)
+
+    def test_state_dict_round_trip(self, algorithm: str) -> None:
+        import json
+
+        p = self.make(algorithm, seed=5)
+        drive(p, 6)
+        state = json.loads(json.dumps(p.state_dict()))  # plain JSON, no pickle
+        q = self.make(algorithm, seed=5)
+        q.load_state_dict(state)
+        assert drive(p, 5) == drive(q, 5)
+
+    def test_constraints_and_three_objectives(self, algorithm: str) -> None:
+        constraints = (Constraint("budget"),)
+        p = self.make(algorithm, objectives=THREE_OBJECTIVES, constraints=constraints)
+        keys = drive(p, 10, objectives=THREE_OBJECTIVES, constraints=constraints)
+        assert sum(map(len, keys)) >= 20
