@@ -37,16 +37,20 @@ class SurrogateProposer(BatchProposer):
 
     name = "surrogate"
 
-    def __init__(self, space, objectives, constraints=(), seed=0, *, batch_size: int = 10,
-                 n_init: int = 20, n_trees: int = 50, inner_pop: int = 100,
-                 inner_gens: int = 25, kappa: float = 1.0, model: str = "forest") -> None:
+    def __init__(self, space, objectives, constraints=(), seed=0, *, batch_size: int = 5,
+                 batch_growth: float = 0.1, n_init: int = 10, model: str = "gp",
+                 n_trees: int = 50, max_train: int = 300, inner_pop: int = 100,
+                 inner_gens: int = 25, kappa: float = 1.0) -> None:
         super().__init__(space, objectives, constraints, seed)
         for key, value, low in (("batch_size", batch_size, 1), ("n_init", n_init, 2),
-                                ("n_trees", n_trees, 1), ("inner_pop", inner_pop, 4),
-                                ("inner_gens", inner_gens, 1)):
+                                ("n_trees", n_trees, 1), ("max_train", max_train, 10),
+                                ("inner_pop", inner_pop, 4), ("inner_gens", inner_gens, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"surrogate option {key} must be an int >= {low}, got {value!r}")
-        self.batch_size, self.n_init, self.n_trees = batch_size, n_init, n_trees
+        if not 0 <= batch_growth <= 1:
+            raise ConfigError(f"surrogate option batch_growth must be in [0, 1]: {batch_growth}")
+        self.batch_size, self.batch_growth, self.n_init = batch_size, batch_growth, n_init
+        self.n_trees, self.max_train = n_trees, max_train
         self.inner_pop, self.inner_gens, self.kappa = inner_pop, inner_gens, float(kappa)
         if model not in ("forest", "gp"):
             raise ConfigError(f"surrogate option model must be 'forest' or 'gp', got {model!r}")
@@ -69,11 +73,12 @@ class SurrogateProposer(BatchProposer):
         if len(ok) < max(2, min(self.n_init, self.space.size // 2)):
             n = self.n_init if not self._data else self.batch_size
             return self._random_unseen(n, origin="init")
-        shortlist, predicted = self._inner_search(ok)
-        picks = self._pick(shortlist, predicted, ok)
+        size = max(self.batch_size, int(self.batch_growth * len(self._data)))
+        shortlist, predicted = self._inner_search(_best(ok, self.objectives, self.max_train))
+        picks = self._pick(shortlist, predicted, ok, size)
         batch = [Candidate(self.space.decode(x), origin="evo") for x in picks]
         self._seen.update(genome(x) for x in picks)
-        return batch + self._random_unseen(self.batch_size - len(batch), origin="random")
+        return batch + self._random_unseen(size - len(batch), origin="random")
 
     def _random_unseen(self, n: int, origin: str) -> list[Candidate]:
         out: list[Candidate] = []
@@ -108,7 +113,8 @@ class SurrogateProposer(BatchProposer):
         unseen = np.array([genome(x) not in self._seen for x in visited], dtype=bool)
         return visited[unseen], preds[unseen]
 
-    def _pick(self, X: np.ndarray, P: np.ndarray, ok: list[EvalResult]) -> list[np.ndarray]:
+    def _pick(self, X: np.ndarray, P: np.ndarray, ok: list[EvalResult], size: int
+              ) -> list[np.ndarray]:
         """Greedy batch by predicted hypervolume gain over the real feasible front."""
         if len(X) == 0:
             return []
@@ -120,7 +126,7 @@ class SurrogateProposer(BatchProposer):
         ideal, nadir = front.min(axis=0), front.max(axis=0)
         picks: list[int] = []
         base = hypervolume(front, ideal, nadir)
-        for _ in range(min(self.batch_size, len(X))):
+        for _ in range(min(size, len(X))):
             gains = np.array([-1.0 if i in picks else
                               hypervolume(np.vstack([front, P[i]]), ideal, nadir) - base
                               for i in range(len(X))])
@@ -131,7 +137,7 @@ class SurrogateProposer(BatchProposer):
             front = np.vstack([front, P[best]])
             base += gains[best]
         rest = [i for i in range(len(X)) if i not in picks]  # fill by predicted rank
-        picks += rest[: self.batch_size - len(picks)]
+        picks += rest[: size - len(picks)]
         return [X[i] for i in picks]
 
     def _regressor(self):
@@ -151,6 +157,14 @@ class SurrogateProposer(BatchProposer):
         model = ExtraTreesClassifier(n_estimators=self.n_trees,
                                      random_state=int(self.rng.integers(2**31)))
         return model.fit(self._features(X), labels)
+
+
+def _best(results: list[EvalResult], objectives, limit: int) -> list[EvalResult]:
+    """At most ``limit`` results, the best non-domination ranks first (bounds surrogate cost)."""
+    if len(results) <= limit:
+        return results
+    order = np.argsort(_rank(minimization_matrix(results, objectives)), kind="stable")
+    return [results[i] for i in order[:limit]]
 
 
 def _neighbours(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:
