@@ -85,7 +85,7 @@ class Journal:
         return self.read()
 
     def read(self) -> list[EvalResult]:
-        """Every recorded result; a truncated last line (crash mid-write) is dropped and reported."""
+        """Every recorded result; a truncated last line (a crash mid-write) is dropped, reported."""
         if not self.path.exists():
             return []
         data = self.path.read_bytes()

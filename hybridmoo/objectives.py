@@ -55,7 +55,7 @@ class Constraint:
             raise ConfigError(f"constraint name must be a non-empty string, got {self.name!r}")
         for bound in (self.max, self.min):
             if bound is not None and not _is_real(bound):
-                raise ConfigError(f"constraint {self.name!r}: bounds must be numbers, not {bound!r}")
+                raise ConfigError(f"constraint {self.name!r}: bounds must be numbers: {bound!r}")
 
     def value(self, metric: float) -> float:
         parts = []

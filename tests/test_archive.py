@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -68,7 +70,7 @@ def test_curve_is_monotone_and_ends_at_the_final_value():
         archive.add(result(*rng.random(2)))
     curve = archive.hypervolume_curve()
     assert len(curve) == 60
-    assert all(b >= a for a, b in zip(curve, curve[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(curve))
     assert curve[-1] == pytest.approx(archive.hypervolume())
 
 

@@ -2,8 +2,16 @@ import math
 
 import pytest
 
-from hybridmoo import (Choice, ConfigError, Constraint, IntRange, Objective, SearchSpace,
-                       available, search)
+from hybridmoo import (
+    Choice,
+    ConfigError,
+    Constraint,
+    IntRange,
+    Objective,
+    SearchSpace,
+    available,
+    search,
+)
 from hybridmoo.testing.proposers import OBJECTIVES, SPACE, toy_evaluate
 
 FAST = {"surrogate": {"n_init": 6, "inner_pop": 16, "inner_gens": 4, "n_trees": 10}}
