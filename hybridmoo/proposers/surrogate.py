@@ -29,6 +29,8 @@ from hybridmoo.proposers.base import BatchProposer, Genome, genome, random_unsee
 from hybridmoo.proposers.pymoo_engines import IndexMutation
 from hybridmoo.space import Candidate, Choice, SearchSpace
 
+RETUNE_GROWTH = 1.5  # GP hyperparameters are re-tuned when the data grew by this factor
+EXPLORE_KAPPA = 3.0  # optimism of the second pass that fills a batch with uncertain configs
 MAX_SHORTLIST = 200  # predicted-best unseen configs scored for hypervolume gain per round
 
 
@@ -58,6 +60,8 @@ class SurrogateProposer(BatchProposer):
         self._features = _Features(space)
         self._seen: set[Genome] = set()
         self._data: dict[str, EvalResult] = {}
+        self._kernels: list = []  # tuned GP kernels, one per target
+        self._tuned_at = 0  # how many points they were tuned on
 
     def _tell(self, results: list[EvalResult]) -> None:
         for r in results:  # every result is training data, wherever it came from
@@ -74,10 +78,14 @@ class SurrogateProposer(BatchProposer):
             n = self.n_init if not self._data else self.batch_size
             return self._random_unseen(n, origin="init")
         size = max(self.batch_size, int(self.batch_growth * len(self._data)))
-        shortlist, predicted = self._inner_search(_best(ok, self.objectives, self.max_train))
-        picks = self._pick(shortlist, predicted, ok, size)
-        batch = [Candidate(self.space.decode(x), origin="evo") for x in picks]
-        self._seen.update(genome(x) for x in picks)
+        X, mean, spread = self._inner_search(_best(ok, self.objectives, self.max_train))
+        picks = self._pick(mean - self.kappa * spread, ok, size)
+        if len(picks) < size:  # nothing promising left: the most uncertain promise next
+            rest = np.setdiff1d(np.arange(len(X)), picks)
+            more = self._pick(mean[rest] - EXPLORE_KAPPA * spread[rest], ok, size - len(picks))
+            picks += [int(rest[i]) for i in more]
+        batch = [Candidate(self.space.decode(X[i]), origin="evo") for i in picks]
+        self._seen.update(genome(X[i]) for i in picks)
         return batch + self._random_unseen(size - len(batch), origin="random")
 
     def _random_unseen(self, n: int, origin: str) -> list[Candidate]:
@@ -87,15 +95,21 @@ class SurrogateProposer(BatchProposer):
             out.append(Candidate(self.space.decode(x), origin=origin))
         return out
 
-    def _inner_search(self, ok: list[EvalResult]) -> tuple[np.ndarray, np.ndarray]:
-        """Unseen index vectors visited by NSGA-II on the surrogates, with their predictions."""
+    def _inner_search(self, ok: list[EvalResult]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unseen index vectors visited by NSGA-II on the surrogates, with the predicted mean
+        and spread of each objective."""
         X = np.array([self.space.encode(r.config) for r in ok])
         targets = [minimization_matrix(ok, self.objectives)[:, j]
                    for j in range(len(self.objectives))]
         targets += [np.array([r.constraints[c.name] for r in ok]) for c in self.constraints]
         with warnings.catch_warnings():  # GP kernel bounds hit on tiny data: expected, harmless
             warnings.simplefilter("ignore", ConvergenceWarning)
-            models = [self._regressor().fit(self._features(X), y) for y in targets]
+            retune = len(X) >= RETUNE_GROWTH * self._tuned_at
+            models = [self._regressor(None if retune else self._kernels[i])
+                      .fit(self._features(X), y) for i, y in enumerate(targets)]
+        if self.model == "gp" and retune:
+            self._kernels, self._tuned_at = [m.kernel_ for m in models], len(X)
         failure = self._failure_model()
         problem = _SurrogateProblem(self.space, self._features, models, len(self.objectives),
                                     failure, self.kappa)
@@ -109,45 +123,46 @@ class SurrogateProposer(BatchProposer):
         F = minimization_matrix(front, self.objectives)
         for r in np.array(front)[non_dominated_mask(F)]:  # local moves around the real front
             problem.predict(_neighbours(self.space.encode(r.config), self.space.sizes))
-        visited, preds = problem.visited()
+        visited, mean, spread = problem.visited()
         unseen = np.array([genome(x) not in self._seen for x in visited], dtype=bool)
-        return visited[unseen], preds[unseen]
+        return visited[unseen], mean[unseen], spread[unseen]
 
-    def _pick(self, X: np.ndarray, P: np.ndarray, ok: list[EvalResult], size: int
-              ) -> list[np.ndarray]:
-        """Greedy batch by predicted hypervolume gain over the real feasible front."""
-        if len(X) == 0:
+    def _pick(self, P: np.ndarray, ok: list[EvalResult], size: int) -> list[int]:
+        """Up to ``size`` rows of predictions ``P``, greedily by hypervolume gain over the real
+        feasible front, each pick believed before the next; none without a predicted gain."""
+        if len(P) == 0:
             return []
         order = np.argsort(_rank(P), kind="stable")[:MAX_SHORTLIST]
-        X, P = X[order], P[order]
+        P = P[order]
         feasible = [r for r in ok if r.feasible]
         F = minimization_matrix(feasible, self.objectives) if feasible else P[:1]
         front = F[non_dominated_mask(F)]
         ideal, nadir = front.min(axis=0), front.max(axis=0)
         picks: list[int] = []
         base = hypervolume(front, ideal, nadir)
-        for _ in range(min(size, len(X))):
+        for _ in range(min(size, len(P))):
             gains = np.array([-1.0 if i in picks else
                               hypervolume(np.vstack([front, P[i]]), ideal, nadir) - base
-                              for i in range(len(X))])
+                              for i in range(len(P))])
             best = int(np.argmax(gains))
             if gains[best] <= 0:
                 break
             picks.append(best)
             front = np.vstack([front, P[best]])
             base += gains[best]
-        rest = [i for i in range(len(X)) if i not in picks]  # fill by predicted rank
-        picks += rest[: size - len(picks)]
-        return [X[i] for i in picks]
+        return [int(order[i]) for i in picks]
 
-    def _regressor(self):
+    def _regressor(self, kernel=None):
+        """A fresh model; a GP given ``kernel`` keeps those hyperparameters (no re-tuning)."""
         seed = int(self.rng.integers(2**31))
-        if self.model == "gp":
-            from sklearn.gaussian_process import GaussianProcessRegressor
-            from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-            kernel = ConstantKernel() * RBF(length_scale=1.0) + WhiteKernel(1e-2)
-            return GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed)
-        return ExtraTreesRegressor(n_estimators=self.n_trees, random_state=seed)
+        if self.model == "forest":
+            return ExtraTreesRegressor(n_estimators=self.n_trees, random_state=seed)
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+        if kernel is not None:
+            return GaussianProcessRegressor(kernel, normalize_y=True, optimizer=None)
+        kernel = ConstantKernel() * RBF(length_scale=1.0) + WhiteKernel(1e-2)
+        return GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed)
 
     def _failure_model(self) -> ExtraTreesClassifier | None:
         labels = np.array([r.ok for r in self._data.values()])
@@ -217,7 +232,7 @@ class _SurrogateProblem(Problem):
         self.categorical = np.array([isinstance(d, Choice) for d in space.dims.values()])
         self.features, self.models, self.n_obj_models = features, models, n_obj
         self.failure, self.kappa = failure, kappa
-        self._seen: dict[tuple[int, ...], np.ndarray] = {}
+        self._seen: dict[Genome, tuple[np.ndarray, np.ndarray]] = {}
 
     def _evaluate(self, X, out, *args, **kwargs):
         out["F"], out["G"] = self.predict(X)
@@ -227,7 +242,7 @@ class _SurrogateProblem(Problem):
         X = np.rint(X).astype(int)
         Z = self.features(X)
         Z32 = Z.astype(np.float32)  # the trees' own dtype; calling tree_ skips input checks
-        optimistic = []
+        optimistic, means, spreads = [], [], []
         for model in self.models:
             if isinstance(model, ExtraTreesRegressor):
                 per_tree = np.stack([t.tree_.predict(Z32)[:, 0] for t in model.estimators_])
@@ -235,17 +250,24 @@ class _SurrogateProblem(Problem):
             else:
                 mean, std = model.predict(Z, return_std=True)
             optimistic.append(mean - self.kappa * std)
+            means.append(mean)
+            spreads.append(std)
         F = np.column_stack(optimistic[: self.n_obj_models])
+        M = np.column_stack(means[: self.n_obj_models])
+        S = np.column_stack(spreads[: self.n_obj_models])
         fail = (self.failure.predict_proba(Z)[:, list(self.failure.classes_).index(False)]
                 if self.failure is not None else np.zeros(len(X)))
         G = np.column_stack([*optimistic[self.n_obj_models:], fail - 0.5])
-        for x, f, g in zip(X, F, G, strict=True):
+        for x, m, s, g in zip(X, M, S, G, strict=True):
             if np.all(g <= 0):
-                self._seen.setdefault(tuple(x), f)
+                self._seen.setdefault(tuple(x), (m, s))
         return F, G
 
-    def visited(self) -> tuple[np.ndarray, np.ndarray]:
+    def visited(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every point predicted feasible: index vectors, predicted means, spreads."""
         if not self._seen:
-            return np.empty((0, self.n_var), dtype=int), np.empty((0, self.n_obj))
+            empty = np.empty((0, self.n_obj))
+            return np.empty((0, self.n_var), dtype=int), empty, empty
         keys = list(self._seen)
-        return np.array(keys), np.array([self._seen[k] for k in keys])
+        return (np.array(keys), np.array([self._seen[k][0] for k in keys]),
+                np.array([self._seen[k][1] for k in keys]))

@@ -1,0 +1,321 @@
+"""The ``hybridmoo`` command line (also ``python -m hybridmoo``).
+
+Commands: ``search`` (a run described by a YAML config, see :mod:`hybridmoo.config`),
+``algorithms`` and ``problems`` (what is registered), ``demo`` (the built-in digits-mlp problem).
+
+Exit codes: 0 done; 2 bad input (a usage error, or any :class:`~hybridmoo.errors.HybridMooError`,
+printed as one line ``hybridmoo: error: ...`` without a traceback); 130 interrupted (a run with a
+run directory can be continued with ``--resume``).
+
+This module imports only the standard library at import time, so ``--help`` answers at once;
+the search, YAML and rich are imported by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hybridmoo.errors import ConfigError, HybridMooError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from hybridmoo.objectives import Objective
+    from hybridmoo.search import SearchResult
+
+PROG = "hybridmoo"
+DEMO_PROBLEM = "digits-mlp"
+DEMO_OUT = "runs/demo"
+DEMO_EVALS = 60
+MAX_ROWS = 50  # front rows shown; the journal holds them all
+
+EPILOG = """examples:
+  hybridmoo search --config examples/nas_bench_graph.yaml
+  hybridmoo search --config run.yaml --resume --max-evals 200
+  hybridmoo algorithms
+  hybridmoo demo --max-evals 30"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (``argv`` defaults to ``sys.argv[1:]``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors (argparse prints them)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return args.command(args)
+    except KeyboardInterrupt:
+        hint = getattr(args, "resume_hint", None)
+        message = f"resume it with: {hint}" if hint else "nothing was journaled"
+        print(f"\n{PROG}: interrupted; {message}", file=sys.stderr)
+        return 130
+    except HybridMooError as exc:
+        print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hybridmoo import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Multi-objective neural architecture search: find the Pareto front.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    p = commands.add_parser(
+        "search", help="run a search described by a YAML config",
+        description="Run a search described by a YAML config. Flags override the config's keys.")
+    p.add_argument("--config", "-c", required=True, metavar="FILE",
+                   help="the run config (YAML); see examples/*.yaml")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run recorded in run_dir (replays its journal)")
+    p.add_argument("--algorithm", metavar="NAME",
+                   help="search engine (see 'hybridmoo algorithms'); another engine than the "
+                        "config's also drops the config's algorithm_options")
+    p.add_argument("--max-evals", type=_positive_int, metavar="N",
+                   help="number of unique configs to evaluate")
+    p.add_argument("--seed", type=_non_negative_int, metavar="N", help="random seed")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="where the journal goes (relative to the current directory)")
+    p.add_argument("--backend", choices=_backends(), help="where evaluations run")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="evaluations at the same time")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar and no front table: only the summary lines")
+    p.set_defaults(command=_cmd_search)
+
+    p = commands.add_parser("algorithms", help="list the registered search engines",
+                            description="List the registered search engines.")
+    p.set_defaults(command=_cmd_algorithms)
+
+    p = commands.add_parser("problems", help="list the registered problems",
+                            description="List the registered problems and their options.")
+    p.set_defaults(command=_cmd_problems)
+
+    p = commands.add_parser(
+        "demo", help=f"search the built-in {DEMO_PROBLEM} problem",
+        description=f"Search the built-in {DEMO_PROBLEM} problem (a scikit-learn MLP on the "
+                    "bundled digits data: test error vs number of weights) and print its front.")
+    p.add_argument("--out", default=DEMO_OUT, metavar="DIR",
+                   help=f"run directory (default {DEMO_OUT}; when it already exists, a new "
+                        "timestamped directory inside it)")
+    p.add_argument("--max-evals", type=_positive_int, default=DEMO_EVALS, metavar="N",
+                   help=f"number of configs to evaluate (default {DEMO_EVALS})")
+    p.add_argument("--algorithm", metavar="NAME", help="search engine (default: the library's)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
+                   help="random seed (default 0)")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar and no front table: only the summary lines")
+    p.set_defaults(command=_cmd_demo)
+    return parser
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from hybridmoo.config import load_run_config
+
+    overrides = {"algorithm": args.algorithm, "max_evals": args.max_evals, "seed": args.seed,
+                 "run_dir": args.run_dir, "backend": args.backend, "workers": args.workers}
+    config = load_run_config(args.config, overrides)
+    if args.resume and config.run_dir is None:
+        raise ConfigError(f"{args.config}: --resume needs a run directory: set run_dir in the "
+                          "config or give --run-dir")
+    if config.run_dir is not None:
+        args.resume_hint = f"{PROG} search --config {args.config} --resume" + (
+            f" --run-dir {args.run_dir}" if args.run_dir else "")
+    console = _console()
+    if not args.quiet:
+        space = config.space
+        console.print(f"searching {config.problem or 'the inline space'} ({len(space)} dims, "
+                      f"{space.size:,} configs) with {config.algorithm}: "
+                      f"max_evals={config.max_evals}, seed={config.seed}"
+                      + (" (resuming)" if args.resume else ""))
+    result = config.run(resume=args.resume, progress=False if args.quiet else None)
+    _report(console, result, config.objectives, list(config.space.names), args.quiet,
+            reference=config.reference is not None)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from hybridmoo.problems import make_problem
+    from hybridmoo.proposers import DEFAULT_ALGORITHM
+    from hybridmoo.search import search
+
+    algorithm = args.algorithm or DEFAULT_ALGORITHM
+    problem = make_problem(DEMO_PROBLEM)
+    run_dir = _fresh_dir(Path(args.out))
+    console = _console()
+    if not args.quiet:
+        console.print(f"demo: {problem.description}; {algorithm}, max_evals={args.max_evals}, "
+                      f"run directory {run_dir}")
+    args.resume_hint = None  # the demo has no --resume: a new run starts each time
+    result = search(problem.space, problem.evaluate, problem.objectives, algorithm=algorithm,
+                    max_evals=args.max_evals, seed=args.seed, run_dir=run_dir,
+                    progress=False if args.quiet else None)
+    _report(console, result, problem.objectives, list(problem.space.names), args.quiet)
+    return 0
+
+
+def _cmd_algorithms(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from hybridmoo.proposers import DEFAULT_ALGORITHM, available
+
+    table = Table(title="search engines (--algorithm NAME)", title_justify="left")
+    for column in ("name", "library", "summary"):
+        table.add_column(column)
+    for spec in available():
+        name = spec.name + (" (default)" if spec.name == DEFAULT_ALGORITHM else "")
+        table.add_row(name, spec.library, spec.summary)
+    _console().print(table)
+    return 0
+
+
+def _cmd_problems(args: argparse.Namespace) -> int:
+    import inspect
+
+    from rich.table import Table
+
+    from hybridmoo.problems import available_problems
+
+    table = Table(title="problems (space: NAME, problem_options: {...})", title_justify="left")
+    for column in ("name", "options", "summary"):
+        table.add_column(column)
+    for spec in available_problems():
+        options = ", ".join(name if default is inspect.Parameter.empty else f"{name}={default!r}"
+                            for name, default in spec.options().items())
+        table.add_row(spec.name, options or "-", spec.summary)
+    _console().print(table)
+    return 0
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def _report(console: Console, result: SearchResult, objectives: Sequence[Objective],
+            dims: list[str], quiet: bool, reference: bool = False) -> None:
+    """The front as a table (config + objective values), then hypervolume, stop reason, journal."""
+    from rich.table import Table
+
+    front, history = result.front, result.history
+    failed = result.failed
+    if not quiet and front:
+        index = {id(r): i for i, r in enumerate(history)}
+        rows = sorted(front, key=lambda r: ([o.sign * r.values[o.name] for o in objectives],
+                                            index[id(r)]))
+        # configs with identical values (e.g. isomorphic architectures) share one row
+        points: dict[tuple[float, ...], list[Any]] = {}
+        for r in rows:
+            points.setdefault(tuple(r.values[o.name] for o in objectives), []).append(r)
+        ties = len(points) < len(rows)
+        title = f"Pareto front: {len(front)} of {len(history)} evaluated"
+        if ties:
+            title += f", {len(points)} distinct points"
+        table = Table()
+        table.add_column("#", justify="right")
+        for name in dims:
+            table.add_column(name)
+        for o in objectives:
+            arrow = "↓" if o.direction == "min" else "↑"
+            unit = f" [{o.unit}]" if o.unit else ""
+            table.add_column(f"{o.name}{unit} {arrow}", justify="right")
+        if ties:
+            table.add_column("ties", justify="right")
+        for same in list(points.values())[:MAX_ROWS]:
+            r = same[0]
+            table.add_row(str(index[id(r)] + 1), *(str(r.config[d]) for d in dims),
+                          *(_fmt(r.values[o.name]) for o in objectives),
+                          *([f"+{len(same) - 1}" if len(same) > 1 else ""] if ties else []))
+        console.print(title)  # not the table's title: rich would wrap it to the table's width
+        console.print(table)
+        if ties:
+            console.print("ties: more configs with the same values")
+        if len(points) > MAX_ROWS:
+            console.print(f"... and {len(points) - MAX_ROWS} more front points (see the journal)")
+    if not front:
+        console.print("no feasible result: the front is empty")
+    norm = "fixed reference" if reference else "normalised to the front's own range"
+    console.print(f"hypervolume: {result.hypervolume:.4f} ({norm}, reference point 1.1)")
+    console.print(f"evaluated: {len(history)}, failed: {len(failed)}"
+                  + (f" (e.g. {failed[-1].reason})" if failed else ""))
+    console.print(f"stopped: {result.stop_reason}")
+    if result.run_dir is not None:
+        from hybridmoo.journal import JOURNAL_FILE
+
+        console.print(f"journal: {result.run_dir / JOURNAL_FILE}")
+    else:
+        console.print("journal: none (no run_dir given)")
+    for warning in result.warnings:
+        console.print(f"warning: {warning}")
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    console = Console(highlight=False, markup=False)
+    if not console.is_terminal:  # a pipe or a log file: do not squeeze tables into 80 columns
+        console = Console(highlight=False, markup=False, width=200)
+    return console
+
+
+def _fmt(value: float) -> str:
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def _fresh_dir(out: Path) -> Path:
+    """``out`` when it does not exist yet (or is empty), else a new timestamped directory in it."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return out
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, n = out / stamp, 1
+    while candidate.exists():
+        n += 1
+        candidate = out / f"{stamp}-{n}"
+    return candidate
+
+
+# -- argument types --------------------------------------------------------------------------
+
+
+def _backends() -> tuple[str, ...]:
+    from hybridmoo.backends import BACKENDS
+
+    return BACKENDS
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or "(no message)"
