@@ -1,7 +1,8 @@
 """Predictor-assisted search: cheap surrogates decide which configs are worth a real evaluation.
 
 Each round: fit one tree-ensemble regressor per objective (and per constraint, and a classifier
-of "the evaluation fails" once a failure was seen) on everything evaluated so far; run an inner
+of "the evaluation is wasted" once one was: it failed or repeated a measured result) on
+everything evaluated so far; run an inner
 NSGA-II on the surrogates' optimistic predictions (mean - kappa * spread across trees); from the
 unseen configs the inner search visited, pick the batch greedily by predicted hypervolume gain
 over the real front ("believing" each pick before choosing the next).
@@ -31,6 +32,7 @@ from hybridmoo.space import Candidate, Choice, SearchSpace
 
 RETUNE_GROWTH = 1.5  # GP hyperparameters are re-tuned when the data grew by this factor
 EXPLORE_KAPPA = 3.0  # optimism of the second pass that fills a batch with uncertain configs
+MAX_WASTE_PROBABILITY = 0.3  # configs predicted wasted more often than this are skipped
 MAX_SHORTLIST = 200  # predicted-best unseen configs scored for hypervolume gain per round
 
 
@@ -165,7 +167,15 @@ class SurrogateProposer(BatchProposer):
         return GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed)
 
     def _failure_model(self) -> ExtraTreesClassifier | None:
-        labels = np.array([r.ok for r in self._data.values()])
+        """Classifier of "this config is wasted": its evaluation failed, or it measured exactly
+        what an earlier config measured (NAS spaces hold many isomorphic twins)."""
+        measured: set[tuple[float, ...]] = set()
+        labels = []
+        for r in self._data.values():
+            values = tuple(r.values[o.name] for o in self.objectives) if r.ok else None
+            labels.append(r.ok and values not in measured)
+            measured.add(values)
+        labels = np.array(labels)
         if labels.all() or not labels.any():
             return None
         X = np.array([self.space.encode(r.config) for r in self._data.values()])
@@ -257,7 +267,7 @@ class _SurrogateProblem(Problem):
         S = np.column_stack(spreads[: self.n_obj_models])
         fail = (self.failure.predict_proba(Z)[:, list(self.failure.classes_).index(False)]
                 if self.failure is not None else np.zeros(len(X)))
-        G = np.column_stack([*optimistic[self.n_obj_models:], fail - 0.5])
+        G = np.column_stack([*optimistic[self.n_obj_models:], fail - MAX_WASTE_PROBABILITY])
         for x, m, s, g in zip(X, M, S, G, strict=True):
             if np.all(g <= 0):
                 self._seen.setdefault(tuple(x), (m, s))
