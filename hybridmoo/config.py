@@ -34,20 +34,15 @@ This module imports no heavy library; the search itself is imported by :meth:`Ru
 
 from __future__ import annotations
 
-import difflib
-import functools
-import importlib
 import math
 import os
-import sys
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from hybridmoo.errors import ConfigError
+from hybridmoo.loading import did_you_mean, load_yaml, resolve
 from hybridmoo.objectives import DIRECTIONS, Constraint, Objective
 from hybridmoo.space import SearchSpace
 
@@ -113,8 +108,6 @@ class RunConfig:
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The mapping a YAML config file holds; file and YAML problems become one-line errors."""
-    import yaml
-
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -124,9 +117,9 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"{source}: cannot read the config file: {reason}") from None
     try:
-        data = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader: plain data only
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML: {_yaml_problem(exc)}") from None
+        data = load_yaml(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     if data is None:
         raise ConfigError(f"{source}: the file is empty; expected a mapping with at least 'space'")
     if not isinstance(data, dict):
@@ -167,7 +160,7 @@ class _Reader:
                       f"got {type(data).__name__}")
         for key in data:
             if key not in KEYS:
-                self.fail(f"unknown key {key!r}{_did_you_mean(str(key), KEYS)}; "
+                self.fail(f"unknown key {key!r}{did_you_mean(str(key), KEYS)}; "
                           f"valid keys: {', '.join(KEYS)}")
         max_evals = self.integer(data, "max_evals", 100, minimum=1)
         seed = self.integer(data, "seed", 0, minimum=0)
@@ -209,7 +202,7 @@ class _Reader:
 
         value = self.string("backend", value)
         if value not in BACKENDS:
-            self.fail(f"backend: unknown backend {value!r}{_did_you_mean(value, BACKENDS)}; "
+            self.fail(f"backend: unknown backend {value!r}{did_you_mean(value, BACKENDS)}; "
                       f"choose one of: {', '.join(BACKENDS)}")
         return value
 
@@ -219,7 +212,7 @@ class _Reader:
         value = self.string("algorithm", value)
         names = [spec.name for spec in available()]
         if value not in names:
-            self.fail(f"algorithm: unknown algorithm {value!r}{_did_you_mean(value, names)}; "
+            self.fail(f"algorithm: unknown algorithm {value!r}{did_you_mean(value, names)}; "
                       f"choose one of: {', '.join(names)}")
         return value
 
@@ -258,7 +251,7 @@ class _Reader:
                       f"({', '.join(names)})")
         if registered:
             if value not in names:
-                self.fail(f"space: unknown problem {value!r}{_did_you_mean(value, names)}; "
+                self.fail(f"space: unknown problem {value!r}{did_you_mean(value, names)}; "
                           f"registered problems: {', '.join(names)} (or give 'module:attribute' "
                           "or a mapping of dimensions)")
             options = self.options(data, "problem_options")
@@ -268,7 +261,7 @@ class _Reader:
                 self.fail(f"{'problem_options' if options else 'space'}: {exc}")
             return problem.space, problem, value
         if isinstance(value, str):
-            obj = self.resolve("space", value)
+            obj = self.resolve_target("space", value)
             if isinstance(obj, Problem):
                 return obj.space, obj, value
             if isinstance(obj, SearchSpace):
@@ -285,6 +278,13 @@ class _Reader:
             return value, None, None
         self.fail(f"space must be a problem name, 'module:attribute' or a mapping of "
                   f"dimensions, got {_show(value)}")
+
+    def resolve_target(self, key: str, target: str) -> Any:
+        """The object ``"module:attribute"`` names; the YAML file's directory is searched first."""
+        try:
+            return resolve(target, self.base_dir)
+        except ConfigError as exc:
+            self.fail(f"{key}: {exc}")
 
     def inline_space(self, dims: Mapping[str, Any]) -> SearchSpace:
         dims = {name: {"choice": spec} if isinstance(spec, list) else spec
@@ -305,7 +305,7 @@ class _Reader:
             return value
         if not isinstance(value, str):
             self.fail(f"evaluate must be 'module:function', got {_show(value)}")
-        fn = self.resolve("evaluate", value)
+        fn = self.resolve_target("evaluate", value)
         if not callable(fn):
             self.fail(f"evaluate: {value!r} is {_show(fn)}, not a function")
         return fn
@@ -330,7 +330,7 @@ class _Reader:
                         self.fail(f"{key}: a bare name ({item!r}) only picks among a problem's "
                                   "objectives; write {name: ..., direction: min|max}")
                     self.fail(f"{key}: the problem has no objective {item!r}"
-                              f"{_did_you_mean(item, own)}; it has {', '.join(own)}")
+                              f"{did_you_mean(item, own)}; it has {', '.join(own)}")
                 objectives.append(own[item])
                 continue
             fields = self.record(key, item, OBJECTIVE_KEYS)
@@ -374,7 +374,7 @@ class _Reader:
             self.fail(f"reference must map each objective to [best, worst], got {_show(value)}")
         for name in value:
             if name not in names:
-                self.fail(f"reference: {name!r} is not an objective{_did_you_mean(name, names)}; "
+                self.fail(f"reference: {name!r} is not an objective{did_you_mean(name, names)}; "
                           f"objectives: {', '.join(names)}")
         missing = [n for n in names if n not in value]
         if missing:
@@ -398,7 +398,7 @@ class _Reader:
             self.fail(f"{key} must be a mapping with keys {', '.join(allowed)}, got {_show(item)}")
         for k in item:
             if k not in allowed:
-                self.fail(f"{key}: unknown key {k!r}{_did_you_mean(str(k), allowed)}; "
+                self.fail(f"{key}: unknown key {k!r}{did_you_mean(str(k), allowed)}; "
                           f"valid keys: {', '.join(allowed)}")
         return item
 
@@ -421,75 +421,6 @@ class _Reader:
         if repeated:
             self.fail(f"{key}: names must be unique, {', '.join(map(repr, repeated))} repeats")
 
-    def resolve(self, key: str, target: str) -> Any:
-        """The object ``"module:attribute"`` names (``attribute`` may be dotted)."""
-        module_name, _, attr = target.partition(":")
-        if not module_name or not attr or ":" in attr:
-            self.fail(f"{key} must be 'module:attribute', got {target!r}")
-        module = self.import_module(key, module_name)
-        obj: Any = module
-        for part in attr.split("."):
-            if not hasattr(obj, part):
-                public = [n for n in dir(obj) if not n.startswith("_")]
-                self.fail(f"{key}: module {module_name!r} has no attribute {attr!r}"
-                          f"{_did_you_mean(part, public)}")
-            obj = getattr(obj, part)
-        return obj
-
-    def import_module(self, key: str, name: str) -> ModuleType:
-        where = f"{self.base_dir.resolve()} and sys.path" if self.base_dir else "sys.path"
-        with _first_on_path(self.base_dir):
-            if self.base_dir is not None:
-                _forget_shadowed(name, self.base_dir)
-            try:
-                return importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-                    self.fail(f"{key}: cannot import module {name!r}: no such module "
-                              f"(searched {where})")
-                self.fail(f"{key}: importing module {name!r} failed: {exc}")
-            except Exception as exc:  # the user's module raised while importing
-                self.fail(f"{key}: importing module {name!r} failed: {type(exc).__name__}: {exc}")
-
-
-@contextmanager
-def _first_on_path(directory: Path | None) -> Iterator[None]:
-    """``directory`` first on ``sys.path`` for the duration (nothing when ``None``)."""
-    if directory is None:
-        yield
-        return
-    entry = str(directory.resolve())
-    sys.path.insert(0, entry)
-    importlib.invalidate_caches()  # files written since the last import must be seen
-    try:
-        yield
-    finally:
-        sys.path.remove(entry)
-
-
-def _forget_shadowed(name: str, directory: Path) -> None:
-    """Drop an already imported module ``name`` when ``directory`` holds another file of
-    that name, so the one next to the config is imported (two configs, two ``evaluate.py``)."""
-    top = name.partition(".")[0]
-    if top in sys.builtin_module_names:
-        return
-    local = [directory / f"{top}.py", directory / top / "__init__.py"]
-    local_file = next((p.resolve() for p in local if p.is_file()), None)
-    loaded = sys.modules.get(top)
-    if local_file is None or loaded is None:
-        return
-    loaded_file = getattr(loaded, "__file__", None)
-    if loaded_file is not None and Path(loaded_file).resolve() == local_file:
-        return
-    for mod in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
-        del sys.modules[mod]
-
-
-def _did_you_mean(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _show(value: Any) -> str:
     text = repr(value)
     if len(text) > 60:
@@ -499,30 +430,3 @@ def _show(value: Any) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
-
-
-def _yaml_problem(exc: Exception) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return _one_line(f"{problem}{where}")
-
-
-@functools.cache
-def _unique_key_loader() -> type:
-    """A SafeLoader that rejects a key given twice in one mapping (plain YAML keeps the last);
-    built on first use so that importing this module does not import yaml."""
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-            seen = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, str) and key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} is given twice", key_node.start_mark)
-                seen.add(key)
-            return super().construct_mapping(node, deep)
-
-    return UniqueKeyLoader

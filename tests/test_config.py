@@ -210,7 +210,7 @@ BAD = [
      "evaluate: module 'cfg_eval_mod' has no attribute 'evaluat' (did you mean 'evaluate'?)"),
     ("not callable", custom(evaluate="cfg_eval_mod:NOT_CALLABLE"),
      "evaluate: 'cfg_eval_mod:NOT_CALLABLE' is 3 (int), not a function"),
-    ("no colon", custom(space="cfg_space_mod:"), "space must be 'module:attribute'"),
+    ("no colon", custom(space="cfg_space_mod:"), "space: must be 'module:attribute'"),
     ("space of wrong kind", custom(space="cfg_eval_mod:NOT_CALLABLE"),
      "space: 'cfg_eval_mod:NOT_CALLABLE' is 3 (int), expected"),
     ("missing evaluate", custom(evaluate=DROP), "missing required key 'evaluate'"),
