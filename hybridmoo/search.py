@@ -99,7 +99,8 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
         stack.enter_context(backend)
         backend.start(EvaluationTask(evaluate, objectives, constraints))
         with SearchProgress(max_evals, progress) as bar:
-            loop = _Loop(proposer, backend, archive, journal, bar, max_evals, journaled)
+            loop = _Loop(proposer, backend, archive, journal, bar, max_evals, journaled,
+                         space.canonical_key)
             try:
                 reason = loop.run()
             except ConfigError:
@@ -116,10 +117,11 @@ class _Loop:
 
     def __init__(self, proposer: Proposer, backend: Backend, archive: ParetoArchive,
                  journal: Journal | None, bar: SearchProgress, max_evals: int,
-                 journaled: list[EvalResult]) -> None:
+                 journaled: list[EvalResult], key: Callable[[dict[str, Any]], str]) -> None:
         self.proposer, self.backend, self.archive = proposer, backend, archive
         self.journal, self.bar, self.max_evals = journal, bar, max_evals
-        self.known = {r.key: r for r in journaled}  # every config with a result
+        self.key = key  # canonical key: equivalent configs share one evaluation
+        self.known = {key(r.config): r for r in journaled}  # every config with a result
         self.unreplayed = set(self.known)  # journaled configs the proposer has not asked yet
         self.waiting: dict[str, list[Candidate]] = {}  # in-flight key -> who asked for it
         self.consumed = 0  # budget used in this pass: submitted plus replayed from the journal
@@ -153,16 +155,17 @@ class _Loop:
         candidates = self.proposer.ask(n)
         submitted = False
         for c in candidates:
-            if c.key in self.waiting:
-                self.waiting[c.key].append(c)
-            elif c.key in self.known:
-                if c.key in self.unreplayed:
-                    self.unreplayed.discard(c.key)
+            key = self.key(c.config)
+            if key in self.waiting:
+                self.waiting[key].append(c)
+            elif key in self.known:
+                if key in self.unreplayed:
+                    self.unreplayed.discard(key)
                     self.consumed += 1
                     submitted = True  # replaying the journal is progress, not a repeat
-                self.proposer.tell([self.known[c.key].for_candidate(c)])
+                self.proposer.tell([self.known[key].for_candidate(c)])
             elif self._budget_left() > 0:
-                self.waiting[c.key] = [c]
+                self.waiting[key] = [c]
                 self.backend.submit(c)
                 self.consumed += 1
                 submitted = True
@@ -172,9 +175,10 @@ class _Loop:
         if self.journal is not None:
             self.journal.append(result)
         self.archive.add(result)
-        self.known[result.key] = result
+        key = self.key(candidate.config)
+        self.known[key] = result
         self.new_results.append(result)
-        self.proposer.tell([result.for_candidate(c) for c in self.waiting.pop(candidate.key)])
+        self.proposer.tell([result.for_candidate(c) for c in self.waiting.pop(key)])
         self.bar.update(len(self.archive), len(self.archive.front), self.archive.hypervolume(),
                         sum(not r.ok for r in self.archive.history))
         if len(self.new_results) == SETUP_CHECK_EVALS:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,9 +142,16 @@ def dim_from_json(spec: Any, name: str = "?") -> Dim:
 
 
 class SearchSpace:
-    """A named product of dimensions. Configs are dicts with exactly one value per dimension."""
+    """A named product of dimensions. Configs are dicts with exactly one value per dimension.
 
-    def __init__(self, dims: Mapping[str, Dim | Mapping[str, Any]]) -> None:
+    ``canonicalize`` (optional) maps a config to the representative of the configs that are
+    the same network (isomorphic architectures, values of a skipped block's dimensions); the
+    search never evaluates two configs with the same canonical form.
+    """
+
+    def __init__(self, dims: Mapping[str, Dim | Mapping[str, Any]],
+                 canonicalize: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None
+                 ) -> None:
         if not isinstance(dims, Mapping):
             raise ConfigError(f"SearchSpace needs a mapping name -> dimension, got {dims!r}")
         if not dims:
@@ -155,6 +162,7 @@ class SearchSpace:
                 raise ConfigError(f"dimension names must be non-empty strings, got {name!r}")
             self.dims[name] = dim_from_json(dim, name)
         self.names: tuple[str, ...] = tuple(self.dims)
+        self._canonicalize = canonicalize
         self.sizes = np.array([d.size for d in self.dims.values()], dtype=np.int64)
 
     def __len__(self) -> int:
@@ -174,6 +182,12 @@ class SearchSpace:
     def size(self) -> int:
         """Number of distinct configs (a Python int, exact)."""
         return math.prod(int(s) for s in self.sizes)
+
+    def canonical_key(self, config: Mapping[str, Any]) -> str:
+        """Key shared by every config that is the same network as ``config``."""
+        if self._canonicalize is None:
+            return config_key(config)
+        return config_key(self._canonicalize(dict(config)))
 
     def sample(self, rng: np.random.Generator) -> dict[str, Scalar]:
         """One config drawn uniformly at random."""

@@ -4,7 +4,9 @@ For each dataset and objective pair (error vs latency, error vs params), each en
 seed: the hypervolume of everything evaluated after 50, 100, 200 and 500 unique evaluations,
 normalised by the true front's ideal and nadir (reference point 1.1 per axis). "vanilla-nsga2"
 is pymoo's NSGA-II as its documentation sets it up for integer variables (population 20, SBX +
-PM with rounding, duplicate elimination within the population), counting unique evaluations.
+PM with rounding, duplicate elimination within the population). Every engine counts unique
+architectures: a config isomorphic to one already evaluated is answered from the cache for free
+(hybridmoo's loop does this through ``SearchSpace.canonical_key``).
 
     python scripts/bench_search.py --seeds 10 --jobs 2 --out bench_out/search.jsonl
 
@@ -82,11 +84,12 @@ def vanilla_nsga2(problem, budget: int, seed: int) -> list:
 
         def _evaluate(self, x, out, *args, **kwargs):
             candidate = Candidate(space.decode(x))
-            if candidate.key not in cache:
+            key = space.canonical_key(candidate.config)  # an isomorphic twin costs nothing
+            if key not in cache:
                 r = run_evaluation(problem.evaluate, candidate, problem.objectives)
-                cache[candidate.key] = minimization_matrix([r], problem.objectives, 1e12)[0]
+                cache[key] = minimization_matrix([r], problem.objectives, 1e12)[0]
                 results.append(r)
-            out["F"] = cache[candidate.key]
+            out["F"] = cache[key]
 
     algorithm = NSGA2(pop_size=20, sampling=IntegerRandomSampling(),
                       crossover=SBX(prob=1.0, eta=3.0, vtype=float, repair=RoundingRepair()),

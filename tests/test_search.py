@@ -129,3 +129,23 @@ def test_bad_arguments_raise_config_error(kwargs, message):
 def test_objective_direction_is_checked():
     with pytest.raises(ConfigError, match="direction"):
         Objective("error", "minimise")
+
+
+def test_equivalent_configs_are_evaluated_once():
+    # depth 0 makes width irrelevant: all (0, w) are one network
+    def canonical(config):
+        return {"depth": 0, "width": 8} if config["depth"] == 0 else config
+
+    space = SearchSpace({"depth": IntRange(0, 3), "width": Choice([8, 16, 32, 64])},
+                        canonicalize=canonical)
+    calls = []
+
+    def evaluate(config):
+        calls.append(space.canonical_key(config))
+        return {"error": 1 / (1 + config["depth"] * config["width"]),
+                "cost": config["depth"] * config["width"]}
+
+    result = search(space, evaluate, [Objective("error"), Objective("cost")], algorithm="random",
+                    max_evals=100, progress=False)
+    assert len(calls) == len(set(calls)) == len(result.history) == 1 + 3 * 4
+    assert "no new configuration" in result.stop_reason

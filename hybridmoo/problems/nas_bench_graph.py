@@ -11,6 +11,7 @@ entry (all four ops ``skip``) are invalid and raise ``KeyError`` (the search rec
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,12 +74,30 @@ def load_table(dataset: str) -> dict[int, dict[str, float]]:
 
 
 def space() -> SearchSpace:
-    """``link`` (index into ``link_list``) and ``op0..op3`` (names from ``gnn_list``)."""
+    """``link`` (index into ``link_list``) and ``op0..op3`` (names from ``gnn_list``);
+    isomorphic configs share one canonical form, so each architecture is evaluated once."""
     nb = _bench()
     dims: dict[str, Choice] = {"link": Choice(range(len(nb.link_list)))}
     for i in range(N_LAYERS):
         dims[f"op{i}"] = Choice(nb.gnn_list)
-    return SearchSpace(dims)
+    return SearchSpace(dims, canonicalize=canonical_config)
+
+
+def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The first config, in enumeration order, of the architecture ``config`` encodes."""
+    return dict(_representatives()[arch_key(config)])
+
+
+@functools.lru_cache(maxsize=1)
+def _representatives() -> dict[int, dict[str, Any]]:
+    """Table key -> its first raw config (all 59,049 enumerated once per process, ~1 s)."""
+    nb = _bench()
+    first: dict[int, dict[str, Any]] = {}
+    for link in range(len(nb.link_list)):
+        for ops in itertools.product(nb.gnn_list, repeat=N_LAYERS):
+            config = {"link": link, **{f"op{i}": op for i, op in enumerate(ops)}}
+            first.setdefault(arch_key(config), config)
+    return first
 
 
 def arch_key(config: Mapping[str, Any]) -> int:

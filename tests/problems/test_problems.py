@@ -198,3 +198,19 @@ def test_digits_ctrl_c_inside_fit_is_not_swallowed(monkeypatch):
     config = {"hidden": 16, "layers": 1, "activation": "relu", "alpha": 1e-4, "max_iter": 50}
     with pytest.raises(KeyboardInterrupt):
         make_problem("digits-mlp").evaluate(config)
+
+
+def test_nas_bench_graph_isomorphic_configs_share_a_canonical_form():
+    from hybridmoo.problems.nas_bench_graph import arch_key, canonical_config
+
+    problem = make_problem("nas-bench-graph")
+    # link [0, 0, 0, 0]: four parallel layers on the input, so their order does not matter
+    a = {"link": 0, "op0": "gcn", "op1": "gat", "op2": "sage", "op3": "gin"}
+    b = {"link": 0, "op0": "gin", "op1": "sage", "op2": "gat", "op3": "gcn"}
+    assert arch_key(a) == arch_key(b)
+    assert problem.space.canonical_key(a) == problem.space.canonical_key(b)
+    assert problem.evaluate(a) == problem.evaluate(b)
+    canon = canonical_config(a)
+    assert problem.space.contains(canon) and arch_key(canon) == arch_key(a)
+    c = {"link": 0, "op0": "gcn", "op1": "gcn", "op2": "sage", "op3": "gin"}
+    assert problem.space.canonical_key(a) != problem.space.canonical_key(c)
