@@ -3,7 +3,12 @@
 The black-box search API::
 
     from hybridmoo import Choice, IntRange, SearchSpace, Objective, search
+
+Elastic supernets (``make_supernet``, ``train_supernet``) are imported lazily:
+``import hybridmoo`` does not import torch, timm or torch-pruning.
 """
+
+from typing import Any
 
 from hybridmoo.archive import ParetoArchive
 from hybridmoo.backends import Backend, LocalBackend
@@ -19,5 +24,18 @@ __all__ = [
     "DEFAULT_ALGORITHM", "Backend", "Candidate", "Choice", "ConfigError", "Constraint",
     "EvalResult", "HybridMooError", "IntRange", "LocalBackend", "Objective", "ParetoArchive",
     "Proposer", "RunDirError", "SearchResult", "SearchSpace", "available", "make_proposer",
-    "search",
+    "make_supernet", "search", "train_supernet",
 ]
+
+_LAZY = {"make_supernet": "hybridmoo.supernet", "train_supernet": "hybridmoo.supernet"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import heavy attributes on first use (module ``__getattr__``, PEP 562)."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hybridmoo' has no attribute {name!r}")

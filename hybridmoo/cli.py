@@ -1,7 +1,8 @@
 """The ``hybridmoo`` command line (also ``python -m hybridmoo``).
 
 Commands: ``search`` (a run described by a YAML config, see :mod:`hybridmoo.config`),
-``algorithms`` and ``problems`` (what is registered), ``demo`` (the built-in digits-mlp problem).
+``algorithms`` and ``problems`` (what is registered), ``demo`` (the built-in digits-mlp problem),
+``train-supernet`` (an elastic supernet, see :mod:`hybridmoo.supernet.train_config`).
 
 Exit codes: 0 done; 2 bad input (a usage error, or any :class:`~hybridmoo.errors.HybridMooError`,
 printed as one line ``hybridmoo: error: ...`` without a traceback); 130 interrupted (a run with a
@@ -38,7 +39,8 @@ EPILOG = """examples:
   hybridmoo search --config examples/nas_bench_graph.yaml
   hybridmoo search --config run.yaml --resume --max-evals 200
   hybridmoo algorithms
-  hybridmoo demo --max-evals 30"""
+  hybridmoo demo --max-evals 30
+  hybridmoo train-supernet --config examples/train_supernet.yaml"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,6 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar and no front table: only the summary lines")
     p.set_defaults(command=_cmd_demo)
+
+    p = commands.add_parser(
+        "train-supernet", help="train an elastic supernet described by a YAML config",
+        description="Train an elastic supernet (sandwich rule, in-place distillation) from a "
+                    "timm model; flags override the config's keys.")
+    p.add_argument("--config", "-c", required=True, metavar="FILE",
+                   help="the training config (YAML); see examples/train_supernet.yaml")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint in run_dir")
+    p.add_argument("--steps", type=_positive_int, metavar="N", help="total optimizer steps")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="where checkpoints go (relative to the current directory)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(command=_cmd_train_supernet)
     return parser
 
 
@@ -162,6 +178,35 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     max_evals=args.max_evals, seed=args.seed, run_dir=run_dir,
                     progress=False if args.quiet else None)
     _report(console, result, problem.objectives, list(problem.space.names), args.quiet)
+    return 0
+
+
+def _cmd_train_supernet(args: argparse.Namespace) -> int:
+    from hybridmoo.supernet.train_config import load_train_config
+    from hybridmoo.supernet.training import train_supernet
+
+    config = load_train_config(args.config, {"steps": args.steps, "run_dir": args.run_dir})
+    if args.resume and config.run_dir is None:
+        raise ConfigError(f"{args.config}: --resume needs a run directory: set run_dir in the "
+                          "config or give --run-dir")
+    if config.run_dir is not None:
+        args.resume_hint = f"{PROG} train-supernet --config {args.config} --resume" + (
+            f" --run-dir {args.run_dir}" if args.run_dir else "")
+    console = _console()
+    if not args.quiet:
+        console.print(f"training a supernet of {config.model} on {config.data}: "
+                      f"{config.steps} steps, batch {config.batch_size}, seed {config.seed}"
+                      + (" (resuming)" if args.resume else ""))
+    result = train_supernet(config, resume=args.resume, progress=False if args.quiet else None)
+    sn = result.supernet
+    console.print(f"space: {len(sn.space)} dims, {sn.space.size:,} sub-networks "
+                  f"({sn.spec.family} spec)")
+    console.print(f"trained: {result.step} steps in {result.seconds:.1f} s, last loss "
+                  f"{result.losses[-1]:.4f}" if result.losses else "trained: 0 steps")
+    for name, value in result.metrics.items():
+        console.print(f"{name.replace('_', ' ')}: {value:.4f}")
+    if result.run_dir is not None:
+        console.print(f"checkpoint: {result.run_dir}")
     return 0
 
 
