@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,16 +28,16 @@ def _is_scalar(value: Any) -> bool:
     )
 
 
-class Dim:
+class Dim(ABC):
     """One dimension of a space: a finite, ordered set of values addressed by index."""
 
     size: int
 
-    def value(self, index: int) -> Scalar:
-        raise NotImplementedError
+    @abstractmethod
+    def value(self, index: int) -> Scalar: ...
 
-    def index(self, value: Any) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def index(self, value: Any) -> int: ...
 
     def contains(self, value: Any) -> bool:
         try:
@@ -45,8 +46,8 @@ class Dim:
             return False
         return True
 
-    def to_json(self) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def to_json(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
