@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hybridmoo.errors import ConfigError, HybridMooError
+from hybridmoo.errors import ConfigError, HybridMooError, one_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -363,4 +363,4 @@ def _int(text: str) -> int:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or "(no message)"
+    return one_line(text) or "(no message)"

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from hybridmoo.errors import ConfigError
+from hybridmoo.errors import ConfigError, one_line
 from hybridmoo.loading import did_you_mean, load_yaml, resolve
 from hybridmoo.objectives import DIRECTIONS, Constraint, Objective
 from hybridmoo.space import SearchSpace
@@ -152,7 +152,7 @@ class _Reader:
         self.base_dir = base_dir
 
     def fail(self, message: str) -> NoReturn:
-        raise ConfigError(f"{self.source}: {_one_line(message)}")
+        raise ConfigError(f"{self.source}: {one_line(message)}")
 
     def read(self, data: Any) -> RunConfig:
         if not isinstance(data, Mapping):
@@ -426,7 +426,3 @@ def _show(value: Any) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())

@@ -1,6 +1,11 @@
 """Errors that mean "the user's input is wrong" (the CLI turns them into one line + exit 2)."""
 
 
+def one_line(text: object) -> str:
+    """``text`` with its lines joined by single spaces (messages that fit one terminal line)."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 class HybridMooError(Exception):
     """Base class of every error hybridmoo raises on purpose."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from hybridmoo.errors import ConfigError
+from hybridmoo.errors import ConfigError, one_line
 
 
 def load_yaml(text: str) -> Any:
@@ -106,7 +106,7 @@ def _yaml_problem(exc: Exception) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return " ".join(line.strip() for line in f"{problem}{where}".splitlines() if line.strip())
+    return one_line(f"{problem}{where}")
 
 
 @functools.cache
