@@ -125,9 +125,24 @@ class SurrogateProposer(BatchProposer):
         F = minimization_matrix(front, self.objectives)
         for r in np.array(front)[non_dominated_mask(F)]:  # local moves around the real front
             problem.predict(_neighbours(self.space.encode(r.config), self.space.sizes))
+        problem.predict(self._crossovers(ok))
         visited, mean, spread = problem.visited()
         unseen = np.array([genome(x) not in self._seen for x in visited], dtype=bool)
         return visited[unseen], mean[unseen], spread[unseen]
+
+    def _crossovers(self, ok: list[EvalResult], n: int = 400) -> np.ndarray:
+        """Uniform crossovers of real configs picked by rank tournaments, then one mutation:
+        what an evolutionary step from the real population would try, to be pre-screened."""
+        X = np.array([self.space.encode(r.config) for r in ok])
+        rank = _rank(minimization_matrix(ok, self.objectives))
+        pairs = self.rng.integers(0, len(X), (n, 2, 2))
+        parents = np.where(rank[pairs[:, :, 0]] <= rank[pairs[:, :, 1]],
+                           pairs[:, :, 0], pairs[:, :, 1])
+        mask = self.rng.random((n, len(self.space))) < 0.5
+        children = np.where(mask, X[parents[:, 0]], X[parents[:, 1]])
+        dim = self.rng.integers(0, len(self.space), n)
+        children[np.arange(n), dim] = self.rng.integers(0, self.space.sizes[dim])
+        return children
 
     def _pick(self, P: np.ndarray, ok: list[EvalResult], size: int) -> list[int]:
         """Up to ``size`` rows of predictions ``P``, greedily by hypervolume gain over the real
