@@ -1,11 +1,18 @@
 """Predictor-assisted search: cheap surrogates decide which configs are worth a real evaluation.
 
-Each round: fit one tree-ensemble regressor per objective (and per constraint, and a classifier
-of "the evaluation is wasted" once one was: it failed or repeated a measured result) on
-everything evaluated so far; run an inner
-NSGA-II on the surrogates' optimistic predictions (mean - kappa * spread across trees); from the
-unseen configs the inner search visited, pick the batch greedily by predicted hypervolume gain
-over the real front ("believing" each pick before choosing the next).
+The first ``n_init`` configs are random. Then each round:
+
+1. fit one regressor per objective and per constraint (a Gaussian process on one-hot features
+   by default, or a tree ensemble with ``model="forest"``) on the best ``max_train`` results,
+   and a classifier of "the evaluation is wasted" (it failed, or measured exactly what an
+   earlier config measured) once such a result exists;
+2. collect candidates: the configs an inner NSGA-II visits on the optimistic predictions
+   (mean - kappa * spread), every one-dimension move from the real front, and crossovers of
+   real configs (an evolutionary step, pre-screened by the surrogates); drop seen ones and
+   those predicted wasted;
+3. pick the batch greedily by predicted hypervolume gain over the real front, "believing"
+   each pick before the next; when nothing is predicted to gain, pick by a more optimistic
+   bound (uncertain configs), then at random. Batches grow with the data (``batch_growth``).
 """
 
 from __future__ import annotations
