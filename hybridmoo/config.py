@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from hybridmoo.errors import ConfigError, one_line
-from hybridmoo.loading import did_you_mean, load_yaml, resolve
+from hybridmoo.loading import did_you_mean, read_yaml_file, resolve
 from hybridmoo.objectives import DIRECTIONS, Constraint, Objective
 from hybridmoo.space import SearchSpace
 
@@ -109,17 +109,7 @@ class RunConfig:
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The mapping a YAML config file holds; file and YAML problems become one-line errors."""
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"{source}: cannot read the config file: {reason}") from None
-    try:
-        data = load_yaml(text)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+    data = read_yaml_file(path)
     if data is None:
         raise ConfigError(f"{source}: the file is empty; expected a mapping with at least 'space'")
     if not isinstance(data, dict):

@@ -30,6 +30,23 @@ def load_yaml(text: str) -> Any:
         raise ConfigError(f"invalid YAML: {_yaml_problem(exc)}") from None
 
 
+def read_yaml_file(path: str | Path) -> Any:
+    """The data a YAML file holds; a missing or unreadable file and bad YAML become one-line
+    ConfigErrors that start with the path."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{source}: cannot read the config file: {reason}") from None
+    try:
+        return load_yaml(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
 def resolve(target: str, base_dir: Path | None = None) -> Any:
     """The object ``"module:attribute"`` names (``attribute`` may be dotted)."""
     module_name, _, attr = target.partition(":")

@@ -26,7 +26,7 @@ from hybridmoo.objectives import (
     EvaluationTask,
     Objective,
 )
-from hybridmoo.progress import SearchProgress
+from hybridmoo.progress import Progress, search_status
 from hybridmoo.proposers import DEFAULT_ALGORITHM, Proposer, make_proposer
 from hybridmoo.space import Candidate, SearchSpace
 
@@ -98,7 +98,7 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
             archive.add(r)
         stack.enter_context(backend)
         backend.start(EvaluationTask(evaluate, objectives, constraints))
-        with SearchProgress(max_evals, progress) as bar:
+        with Progress(max_evals, progress, title="search") as bar:
             loop = _Loop(proposer, backend, archive, journal, bar, max_evals, journaled,
                          space.canonical_key)
             try:
@@ -116,7 +116,7 @@ class _Loop:
     """State of one pass of the search loop (kept apart so ``search`` reads in one screen)."""
 
     def __init__(self, proposer: Proposer, backend: Backend, archive: ParetoArchive,
-                 journal: Journal | None, bar: SearchProgress, max_evals: int,
+                 journal: Journal | None, bar: Progress, max_evals: int,
                  journaled: list[EvalResult], key: Callable[[dict[str, Any]], str]) -> None:
         self.proposer, self.backend, self.archive = proposer, backend, archive
         self.journal, self.bar, self.max_evals = journal, bar, max_evals
@@ -179,8 +179,9 @@ class _Loop:
         self.known[key] = result
         self.new_results.append(result)
         self.proposer.tell([result.for_candidate(c) for c in self.waiting.pop(key)])
-        self.bar.update(len(self.archive), len(self.archive.front), self.archive.hypervolume(),
-                        sum(not r.ok for r in self.archive.history))
+        failed = sum(not r.ok for r in self.archive.history)
+        self.bar.update(len(self.archive), search_status(len(self.archive.front),
+                                                         self.archive.hypervolume(), failed))
         if len(self.new_results) == SETUP_CHECK_EVALS:
             self._check_setup()
 

@@ -127,19 +127,10 @@ def load_train_config(path: str | Path, overrides: Mapping[str, Any] | None = No
                       ) -> TrainConfig:
     """Read a YAML training config; ``overrides`` (command-line flags, ``None`` = not given)
     replace its keys, a relative ``run_dir`` among them taken from the current directory."""
-    from hybridmoo.loading import load_yaml
+    from hybridmoo.loading import read_yaml_file
 
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read the config file: {exc}") from None
-    try:
-        data = load_yaml(text)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+    data = read_yaml_file(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from hybridmoo.data import ImageData, batches_per_epoch, epoch_batches, eval_batches, make_data
 from hybridmoo.errors import ConfigError
-from hybridmoo.progress import StepProgress
+from hybridmoo.progress import Progress
 from hybridmoo.quant import FakeQuant
 from hybridmoo.quant import calibrate as calibrate_quant
 from hybridmoo.supernet.bn import recalibrate_bn
@@ -74,7 +74,7 @@ def train_supernet(config: TrainConfig | Mapping[str, Any], *, resume: bool = Fa
                           "training examples")
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     start = time.monotonic()
-    with StepProgress(cfg.steps, progress, title="train-supernet", start=step) as bar:
+    with Progress(cfg.steps, progress, title="train-supernet", start=step) as bar:
         while step < end:
             epoch, skip = divmod(step, per_epoch)
             for x, y in epoch_batches(data.train, cfg.batch_size, cfg.seed, epoch, skip):
