@@ -30,6 +30,15 @@ def module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def forward_all(module: nn.Module, batches: Iterable[Any]) -> int:
+    """Run ``module`` on every batch (inputs moved to its device); returns the batch count."""
+    n = 0
+    for x in batch_inputs(batches, module_device(module)):
+        module(x)
+        n += 1
+    return n
+
+
 @torch.no_grad()
 def calibrate(module: nn.Module, batches: Iterable[Any]) -> int:
     """Reset and re-estimate the input range of every :class:`FakeQuant` in ``module`` from
@@ -43,11 +52,8 @@ def calibrate(module: nn.Module, batches: Iterable[Any]) -> int:
     for q in quants:
         q.act_range.fill_(float("nan"))
         q.observing = True
-    n = 0
     try:
-        for x in batch_inputs(batches, module_device(module)):
-            module(x)
-            n += 1
+        n = forward_all(module, batches)
     finally:
         for q in quants:
             q.observing = False

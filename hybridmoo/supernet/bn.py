@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from hybridmoo.errors import ConfigError
-from hybridmoo.quant import batch_inputs
-from hybridmoo.quant.calibration import module_device
+from hybridmoo.quant.calibration import forward_all
 
 _BN = nn.modules.batchnorm._BatchNorm
 
@@ -31,11 +30,8 @@ def recalibrate_bn(module: nn.Module, batches: Iterable[Any]) -> int:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches
         bn.train()
-    n = 0
     try:
-        for x in batch_inputs(batches, module_device(module)):
-            module(x)
-            n += 1
+        n = forward_all(module, batches)
     finally:
         for bn, momentum in zip(bns, momenta, strict=True):
             bn.momentum = momentum
