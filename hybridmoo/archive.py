@@ -123,12 +123,11 @@ class ParetoArchive:
         """Hypervolume after each evaluation, all under the final normalisation."""
         ideal, nadir = self.bounds()
         curve: list[float] = []
-        front = np.empty((0, len(self.objectives)))
+        front: list[np.ndarray] = []
         value = 0.0
         for result, f in zip(self.history, self._F, strict=True):
             if result.feasible and not any(dominates(g, f) for g in front):
-                front = np.vstack([[g for g in front if not dominates(f, g)] or
-                                   np.empty((0, len(f))), f])
-                value = hypervolume(front, ideal, nadir)
+                front = [g for g in front if not dominates(f, g)] + [f]
+                value = hypervolume(np.array(front), ideal, nadir)
             curve.append(value)
         return curve

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from hybridmoo.errors import ConfigError, one_line
-from hybridmoo.loading import did_you_mean, read_yaml_file, resolve
+from hybridmoo.loading import did_you_mean, read_yaml_file, resolve, unknown_name
 from hybridmoo.objectives import DIRECTIONS, Constraint, Objective
 from hybridmoo.space import SearchSpace
 
@@ -202,8 +202,7 @@ class _Reader:
         value = self.string("algorithm", value)
         names = [spec.name for spec in available()]
         if value not in names:
-            self.fail(f"algorithm: unknown algorithm {value!r}{did_you_mean(value, names)}; "
-                      f"choose one of: {', '.join(names)}")
+            self.fail(f"algorithm: {unknown_name('algorithm', value, names)}")
         return value
 
     def options(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import difflib
 import functools
 import importlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -111,6 +111,23 @@ def _forget_shadowed(name: str, directory: Path) -> None:
         return
     for mod in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
         del sys.modules[mod]
+
+
+def unknown_name(kind: str, name: object, names: Iterable[str]) -> ConfigError:
+    """The error for a name no registry holds, with the closest registered one."""
+    names = list(names)
+    return ConfigError(f"unknown {kind} {name!r}{did_you_mean(str(name), names)}; "
+                       f"choose one of: {', '.join(names)}")
+
+
+def check_options(owner: str, options: Iterable[str], allowed: Iterable[str]) -> None:
+    """Raise a ConfigError naming the first option ``owner`` does not take."""
+    allowed = sorted(allowed)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{owner} has no option {unknown[0]!r}"
+                          f"{did_you_mean(unknown[0], allowed)}; "
+                          f"it takes {', '.join(allowed) or 'none'}")
 
 
 def did_you_mean(word: str, choices: Any) -> str:

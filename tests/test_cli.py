@@ -178,7 +178,7 @@ ERRORS = [
     ("unknown problem option", "space: nas-bench-graph\nproblem_options: {dataset: mnist}\n",
      "nas-bench-graph has no dataset 'mnist'"),
     ("bad algorithm option", "space: nas-bench-graph\nalgorithm: nsga2\n"
-     "algorithm_options: {popsize: 3}\nmax_evals: 5\n", "has no option(s) ['popsize']"),
+     "algorithm_options: {popsize: 3}\nmax_evals: 5\n", "has no option 'popsize'"),
     ("resume without run_dir", "space: nas-bench-graph\n", "--resume needs a run directory"),
 ]
 

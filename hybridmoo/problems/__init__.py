@@ -10,7 +10,6 @@ made, so an unused problem's libraries are never imported::
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hybridmoo.errors import ConfigError
+from hybridmoo.loading import check_options, unknown_name
 from hybridmoo.objectives import Objective
 from hybridmoo.space import SearchSpace
 
@@ -87,19 +87,11 @@ def make_problem(name: str, **options: Any) -> Problem:
     """Build the problem registered as ``name`` with its keyword ``options``."""
     spec = _PROBLEMS.get(name) if isinstance(name, str) else None
     if spec is None:
-        close = difflib.get_close_matches(str(name), list(_PROBLEMS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown problem {name!r}{hint}; choose one of: {', '.join(_PROBLEMS)}")
+        raise unknown_name("problem", name, _PROBLEMS)
     factory = spec.load()
     params = inspect.signature(factory).parameters.values()
     if not any(p.kind == p.VAR_KEYWORD for p in params):
-        allowed = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"problem {name!r} has no option {unknown[0]!r}{hint}; "
-                              f"it takes {', '.join(allowed) or 'none'}")
+        check_options(f"problem {name!r}", options, spec.options())
     problem = factory(**options)
     if not isinstance(problem, Problem):
         raise TypeError(f"{spec.target} returned {type(problem).__name__}, expected a Problem")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hybridmoo.errors import ConfigError
+from hybridmoo.loading import check_options, unknown_name
 from hybridmoo.objectives import Constraint, Objective
 from hybridmoo.proposers.base import BatchProposer, Proposer
 from hybridmoo.space import SearchSpace
@@ -53,16 +53,11 @@ def make_proposer(algorithm: str, space: SearchSpace, objectives: Sequence[Objec
                   constraints: Sequence[Constraint] = (), seed: int = 0,
                   **options: Any) -> Proposer:
     """Build the engine registered as ``algorithm`` (see :func:`available`)."""
-    spec = _ENGINES.get(algorithm)
+    spec = _ENGINES.get(algorithm) if isinstance(algorithm, str) else None
     if spec is None:
-        names = ", ".join(_ENGINES)
-        raise ConfigError(f"unknown algorithm {algorithm!r}; choose one of: {names}")
+        raise unknown_name("algorithm", algorithm, _ENGINES)
     cls = spec.load()
-    allowed = _option_names(cls) - set(spec.fixed)
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ConfigError(f"algorithm {algorithm!r} has no option(s) {unknown}; "
-                          f"it takes {sorted(allowed) or 'none'}")
+    check_options(f"algorithm {algorithm!r}", options, _option_names(cls) - set(spec.fixed))
     return cls(space, objectives, constraints, seed, **spec.fixed, **options)
 
 
