@@ -28,12 +28,32 @@ from hybridmoo.objectives import (
 )
 from hybridmoo.progress import Progress, search_status
 from hybridmoo.proposers import DEFAULT_ALGORITHM, Proposer, make_proposer
-from hybridmoo.space import Candidate, SearchSpace
+from hybridmoo.space import REFINED, Candidate, SearchSpace
 
 log = logging.getLogger("hybridmoo")
 
 MAX_IDLE_ASKS = 100  # asks in a row that bring nothing new before the proposer counts as stuck
 SETUP_CHECK_EVALS = 3  # this many first results all missing one objective = a setup error
+
+
+@dataclass(frozen=True)
+class RefineSchedule:
+    """Refinement rounds inside a search: after every ``every`` evolutionary evaluations (and
+    once at the end when ``final_round``), up to ``survivors`` front records not refined yet,
+    spread along the front, go to ``refine(survivors, archive)``, which returns one result per
+    survivor with ``origin="refine"`` (see :mod:`hybridmoo.refine`). Refined results join the
+    archive and the journal; they do not count towards ``max_evals``."""
+
+    refine: Callable[[list[EvalResult], ParetoArchive], list[EvalResult]]
+    every: int
+    survivors: int = 4
+    final_round: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("every", "survivors"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"refine {name} must be an int >= 1, got {value!r}")
 
 
 @dataclass
@@ -73,14 +93,15 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
            max_evals: int = 100, seed: int = 0, backend: str | Backend = "local",
            workers: int = 1, run_dir: str | os.PathLike[str] | None = None, resume: bool = False,
            reference: Mapping[str, tuple[float, float]] | None = None,
-           progress: bool | None = None) -> SearchResult:
+           refine: RefineSchedule | None = None, progress: bool | None = None) -> SearchResult:
     """Multi-objective search over ``space``; ``max_evals`` counts unique configs evaluated.
 
     ``evaluate(config) -> {objective name: value, ...}``; failures (exceptions, missing or
     non-finite values) become failed records and the search goes on. ``constraints`` name
     returned values that must be ``<= 0`` (or within their ``min``/``max``). ``reference``
     fixes the hypervolume normalisation. ``run_dir`` journals every result; ``resume=True``
-    continues a run from its journal.
+    continues a run from its journal. ``refine`` alternates evolution with gradient refinement
+    of the front's survivors (:class:`RefineSchedule`).
     """
     objectives, constraints = _check_inputs(space, objectives, constraints, max_evals, seed)
     options = dict(algorithm_options or {})
@@ -100,7 +121,7 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
         backend.start(EvaluationTask(evaluate, objectives, constraints))
         with Progress(max_evals, progress, title="search") as bar:
             loop = _Loop(proposer, backend, archive, journal, bar, max_evals, journaled,
-                         space.canonical_key)
+                         space.canonical_key, refine)
             try:
                 reason = loop.run()
             except ConfigError:
@@ -117,19 +138,36 @@ class _Loop:
 
     def __init__(self, proposer: Proposer, backend: Backend, archive: ParetoArchive,
                  journal: Journal | None, bar: Progress, max_evals: int,
-                 journaled: list[EvalResult], key: Callable[[dict[str, Any]], str]) -> None:
+                 journaled: list[EvalResult], key: Callable[[dict[str, Any]], str],
+                 refine: RefineSchedule | None = None) -> None:
         self.proposer, self.backend, self.archive = proposer, backend, archive
         self.journal, self.bar, self.max_evals = journal, bar, max_evals
         self.key = key  # canonical key: equivalent configs share one evaluation
-        self.known = {key(r.config): r for r in journaled}  # every config with a result
+        self.refine = refine
+        evolved = [r for r in journaled if r.candidate.origin != REFINED]
+        self.known = {key(r.config): r for r in evolved}  # every config with a result
         self.unreplayed = set(self.known)  # journaled configs the proposer has not asked yet
         self.waiting: dict[str, list[Candidate]] = {}  # in-flight key -> who asked for it
         self.consumed = 0  # budget used in this pass: submitted plus replayed from the journal
         self.new_results: list[EvalResult] = []
+        self.rounds = max((int(r.info.get("round", 0)) for r in journaled
+                           if r.candidate.origin == REFINED), default=0)
+        # a round a crash cut short: its survivors without a result, and the whole round's keys
+        self.pending_survivors, self.pending_keys = _unfinished_round(journaled)
 
     def run(self) -> str:
+        reason = self._evolve()
+        if self.refine is not None and self.refine.final_round:
+            self._refine_round()
+        return reason
+
+    def _evolve(self) -> str:
         idle_asks = 0
         while True:
+            if self._refine_due():
+                while self.backend.in_flight:
+                    self._collect(*self.backend.next_done())
+                self._refine_round()
             if self._budget_left() > 0 and self.backend.in_flight < self.backend.capacity:
                 asked, submitted = self._fill()
                 idle_asks = 0 if submitted else idle_asks + 1
@@ -145,9 +183,57 @@ class _Loop:
                 return f"max_evals={self.max_evals} reached"
             self._collect(*self.backend.next_done())
 
+    def _refine_due(self) -> bool:
+        if self.refine is None:
+            return False
+        due = self._evolved() >= (self.rounds + 1) * self.refine.every
+        return bool(self.pending_survivors) or due
+
+    def _evolved(self) -> int:
+        """Records the evolution made (refined ones do not count towards max_evals)."""
+        return len(self.archive) - sum(r.candidate.origin == REFINED
+                                       for r in self.archive.history)
+
+    def _refine_round(self) -> None:
+        """Refine the chosen survivors; their results are journaled and join the archive."""
+        assert self.refine is not None
+        if self.pending_survivors:  # finish the round a crash cut short, under its number
+            survivors, keys = self.pending_survivors, self.pending_keys
+            self.pending_survivors = []
+        else:
+            survivors = self._survivors()
+            keys = [r.key for r in survivors]
+            self.rounds += 1
+        if not survivors:
+            return
+        for result in self.refine.refine(survivors, self.archive):
+            result.info.update({"round": self.rounds, "round_survivors": keys})
+            if self.journal is not None:
+                self.journal.append(result)
+            self.archive.add(result)
+            self.new_results.append(result)
+        self.bar.update(self._evolved(), search_status(
+            len(self.archive.front), self.archive.hypervolume(),
+            sum(not r.ok for r in self.archive.history)))
+
+    def _survivors(self) -> list[EvalResult]:
+        """Front records not refined yet, evenly spread along the first objective."""
+        assert self.refine is not None
+        done = {p for r in self.archive.history if r.candidate.origin == REFINED
+                for p in r.candidate.parents}
+        front = [r for r in self.archive.front
+                 if r.candidate.origin != REFINED and r.key not in done]
+        if not front:
+            return []
+        first = self.archive.objectives[0]
+        front.sort(key=lambda r: first.sign * r.values[first.name])
+        k = min(self.refine.survivors, len(front))
+        picks = sorted({round(i * (len(front) - 1) / max(k - 1, 1)) for i in range(k)})
+        return [front[i] for i in picks]
+
     def _budget_left(self) -> int:
         return min(self.max_evals - self.consumed,
-                   self.max_evals - len(self.archive) - self.backend.in_flight)
+                   self.max_evals - self._evolved() - self.backend.in_flight)
 
     def _fill(self) -> tuple[bool, bool]:
         """Ask once for the free slots; returns (got any candidate, submitted or replayed any)."""
@@ -180,7 +266,7 @@ class _Loop:
         self.new_results.append(result)
         self.proposer.tell([result.for_candidate(c) for c in self.waiting.pop(key)])
         failed = sum(not r.ok for r in self.archive.history)
-        self.bar.update(len(self.archive), search_status(len(self.archive.front),
+        self.bar.update(self._evolved(), search_status(len(self.archive.front),
                                                          self.archive.hypervolume(), failed))
         if len(self.new_results) == SETUP_CHECK_EVALS:
             self._check_setup()
@@ -191,6 +277,19 @@ class _Loop:
         reason = reasons.pop() if len(reasons) == 1 else None
         if reason and reason.startswith(MISSING_OBJECTIVE):
             raise ConfigError(reason)
+
+
+def _unfinished_round(journaled: list[EvalResult]) -> tuple[list[EvalResult], list[str]]:
+    """Survivors of the journal's last refinement round that got no result (a crash cut it
+    short; none when the round finished), and the keys of all that round's survivors."""
+    refined = [r for r in journaled if r.candidate.origin == REFINED]
+    if not refined:
+        return [], []
+    wanted = refined[-1].info.get("round_survivors", [])
+    last_round = refined[-1].info.get("round")
+    done = {p for r in refined if r.info.get("round") == last_round for p in r.candidate.parents}
+    by_key = {r.key: r for r in journaled if r.candidate.origin != REFINED}
+    return [by_key[k] for k in wanted if k not in done and k in by_key], list(wanted)
 
 
 def _check_inputs(space: SearchSpace, objectives: Sequence[Objective],

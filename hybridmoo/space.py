@@ -254,6 +254,9 @@ def _to_builtin(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+REFINED = "refine"  # origin of a network made by gradient refinement of a survivor
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A config to evaluate, with its stable ``key``, its ``origin`` and its parents' keys."""
@@ -266,7 +269,12 @@ class Candidate:
     def __post_init__(self) -> None:
         config = {k: _to_builtin(v) for k, v in self.config.items()}
         object.__setattr__(self, "config", config)
-        object.__setattr__(self, "key", config_key(config))
+        if self.origin == REFINED:
+            # a refined network has its own weights: it is not the config's supernet subnet
+            key = config_key({"config": config, "refined_from": list(self.parents)})
+        else:
+            key = config_key(config)
+        object.__setattr__(self, "key", key)
 
     def __hash__(self) -> int:
         return hash(self.key)

@@ -1,0 +1,76 @@
+"""Refinement rounds inside the search loop (RefineSchedule), with a toy refiner: the loop's
+schedule, survivor choice, journaling and resume, independent of the gradient refiner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hybridmoo import Candidate, EvalResult, search
+from hybridmoo.errors import ConfigError
+from hybridmoo.search import RefineSchedule
+from hybridmoo.testing.proposers import OBJECTIVES, SPACE, toy_evaluate
+
+
+class ToyRefiner:
+    """Improves every objective of a survivor by 10 %: a refined point dominates its parent."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, survivors: list[EvalResult], archive: object) -> list[EvalResult]:
+        self.calls.append([s.key for s in survivors])
+        out = []
+        for s in survivors:
+            values = {o.name: s.values[o.name] * (0.9 if o.direction == "min" else 1.1)
+                      for o in OBJECTIVES}
+            out.append(EvalResult(Candidate(s.config, "refine", (s.key,)), values))
+        return out
+
+
+def run(tmp_path, refiner, max_evals=24, resume=False):
+    schedule = RefineSchedule(refiner, every=10, survivors=3)
+    return search(SPACE, toy_evaluate, OBJECTIVES, algorithm="nsga2", max_evals=max_evals,
+                  seed=1, run_dir=tmp_path / "run", resume=resume, refine=schedule,
+                  progress=False)
+
+
+def test_rounds_follow_the_schedule_and_do_not_use_the_budget(tmp_path):
+    refiner = ToyRefiner()
+    result = run(tmp_path, refiner)
+    evolved = [r for r in result.history if r.candidate.origin != "refine"]
+    refined = [r for r in result.history if r.candidate.origin == "refine"]
+    assert len(evolved) == 24
+    assert [len(c) for c in refiner.calls] == [3, 3, 3]  # after 10, after 20, at the end
+    assert len(refined) == 9
+    assert [r.info["round"] for r in refined] == [1] * 3 + [2] * 3 + [3] * 3
+    # each survivor is refined once, and its refined record has its own key
+    parents = [r.candidate.parents[0] for r in refined]
+    assert len(set(parents)) == len(parents)
+    assert not {r.key for r in refined} & {r.key for r in evolved}
+    # a refined point dominates its parent, so parents leave the front
+    front_keys = {r.key for r in result.front}
+    assert not front_keys & set(parents)
+    assert any(r.candidate.origin == "refine" for r in result.front)
+
+
+def test_refined_records_are_journaled_and_resume_reproduces_the_run(tmp_path):
+    full = run(tmp_path / "a", ToyRefiner())
+    lines = (tmp_path / "a" / "run" / "journal.jsonl").read_text().splitlines()
+    origins = [json.loads(line)["candidate"]["origin"] for line in lines]
+    cut = origins.index("refine") + 1  # crash inside the first refinement round
+    run_b = tmp_path / "b" / "run"
+    run_b.mkdir(parents=True)
+    (run_b / "run.json").write_text((tmp_path / "a" / "run" / "run.json").read_text())
+    (run_b / "journal.jsonl").write_text("\n".join(lines[:cut]) + "\n")
+    refiner = ToyRefiner()
+    resumed = run(tmp_path / "b", refiner, resume=True)
+    assert len(refiner.calls[0]) == 2  # the two survivors the crash left unrefined
+    assert [r.to_json() | {"elapsed_s": 0} for r in resumed.history] == [
+        r.to_json() | {"elapsed_s": 0} for r in full.history]
+
+
+def test_bad_schedule_is_a_config_error():
+    with pytest.raises(ConfigError, match="every"):
+        RefineSchedule(ToyRefiner(), every=0)
