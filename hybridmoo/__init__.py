@@ -4,7 +4,8 @@ The black-box search API::
 
     from hybridmoo import Choice, IntRange, SearchSpace, Objective, search
 
-Elastic supernets (``make_supernet``, ``train_supernet``) are imported lazily:
+Elastic supernets (``make_supernet``, ``train_supernet``) and ``load_subnet`` (an exported
+network) are imported lazily:
 ``import hybridmoo`` does not import torch, timm or torch-pruning.
 """
 
@@ -23,11 +24,12 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_ALGORITHM", "Backend", "Candidate", "Choice", "ConfigError", "Constraint",
     "EvalResult", "HybridMooError", "IntRange", "LocalBackend", "Objective", "ParetoArchive",
-    "Proposer", "RunDirError", "SearchResult", "SearchSpace", "available", "make_proposer",
-    "make_supernet", "search", "train_supernet",
+    "Proposer", "RunDirError", "SearchResult", "SearchSpace", "available", "load_subnet",
+    "make_proposer", "make_supernet", "search", "train_supernet",
 ]
 
-_LAZY = {"make_supernet": "hybridmoo.supernet", "train_supernet": "hybridmoo.supernet"}
+_LAZY = {"make_supernet": "hybridmoo.supernet", "train_supernet": "hybridmoo.supernet",
+         "load_subnet": "hybridmoo.export"}
 
 
 def __getattr__(name: str) -> Any:

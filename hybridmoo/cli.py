@@ -1,8 +1,11 @@
 """The ``hybridmoo`` command line (also ``python -m hybridmoo``).
 
 Commands: ``search`` (a run described by a YAML config, see :mod:`hybridmoo.config`),
-``algorithms`` and ``problems`` (what is registered), ``demo`` (the built-in digits-mlp problem),
-``train-supernet`` (an elastic supernet, see :mod:`hybridmoo.supernet.train_config`).
+``algorithms`` and ``problems`` (what is registered), ``demo`` (the whole supernet pipeline),
+``train-supernet`` (an elastic supernet, see :mod:`hybridmoo.supernet.train_config`),
+``profile`` (a latency model of a supernet on a device, see :mod:`hybridmoo.evaluate`),
+``export`` (a supernet run's front as checkpoints + ONNX, see :mod:`hybridmoo.export`) and
+``report`` (a run's HTML report, see :mod:`hybridmoo.report`).
 
 Exit codes: 0 done; 2 bad input (a usage error, or any :class:`~hybridmoo.errors.HybridMooError`,
 printed as one line ``hybridmoo: error: ...`` without a traceback); 130 interrupted (a run with a
@@ -19,7 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from hybridmoo.errors import ConfigError, HybridMooError, one_line
 
@@ -30,9 +33,7 @@ if TYPE_CHECKING:
     from hybridmoo.search import SearchResult
 
 PROG = "hybridmoo"
-DEMO_PROBLEM = "digits-mlp"
 DEMO_OUT = "runs/demo"
-DEMO_EVALS = 60
 MAX_ROWS = 50  # front rows shown; the journal holds them all
 
 EPILOG = """examples:
@@ -40,7 +41,10 @@ EPILOG = """examples:
   hybridmoo search --config run.yaml --resume --max-evals 200
   hybridmoo algorithms
   hybridmoo demo --max-evals 30
-  hybridmoo train-supernet --config examples/train_supernet.yaml"""
+  hybridmoo train-supernet --config examples/train_supernet.yaml
+  hybridmoo profile --config examples/train_supernet.yaml --samples 60
+  hybridmoo export runs/pipeline
+  hybridmoo report runs/demo"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from hybridmoo import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Multi-objective neural architecture search: find the Pareto front.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -87,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", metavar="DIR",
                    help="where the journal goes (relative to the current directory)")
     p.add_argument("--backend", choices=_backends(), help="where evaluations run")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="join this Ray cluster: 'auto' (the one on this machine, or the one "
+                        "running a 'ray job submit' job), host:port or ray://host:port; "
+                        "implies --backend ray")
     p.add_argument("--workers", type=_positive_int, metavar="N",
                    help="evaluations at the same time")
     p.add_argument("--quiet", "-q", action="store_true",
@@ -102,16 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(command=_cmd_problems)
 
     p = commands.add_parser(
-        "demo", help=f"search the built-in {DEMO_PROBLEM} problem",
-        description=f"Search the built-in {DEMO_PROBLEM} problem (a scikit-learn MLP on the "
-                    "bundled digits data: test error vs number of weights) and print its front.")
+        "demo", help="the whole pipeline on the built-in digits data (a few CPU minutes)",
+        description="Train a supernet of timm's test_resnet on the built-in digits data, search "
+                    "it on measured accuracy, latency and size with gradient refinement rounds, "
+                    "export the front (safetensors, manifest, ONNX, INT8) and write the report.")
     p.add_argument("--out", default=DEMO_OUT, metavar="DIR",
                    help=f"run directory (default {DEMO_OUT}; when it already exists, a new "
                         "timestamped directory inside it)")
-    p.add_argument("--max-evals", type=_positive_int, default=DEMO_EVALS, metavar="N",
-                   help=f"number of configs to evaluate (default {DEMO_EVALS})")
+    p.add_argument("--max-evals", type=_positive_int, metavar="N",
+                   help="sub-networks to evaluate (default 40)")
+    p.add_argument("--steps", type=_positive_int, metavar="N",
+                   help="supernet training steps (default 300)")
     p.add_argument("--algorithm", metavar="NAME", help="search engine (default: the library's)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
+    p.add_argument("--seed", type=_non_negative_int, metavar="N",
                    help="random seed (default 0)")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar and no front table: only the summary lines")
@@ -128,8 +139,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, metavar="N", help="total optimizer steps")
     p.add_argument("--run-dir", metavar="DIR",
                    help="where checkpoints go (relative to the current directory)")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="data-parallel training workers under Ray Train (each takes a share "
+                        "of every batch); more than 1 implies --backend ray")
+    p.add_argument("--backend", choices=_backends(),
+                   help="local: one process (default); ray: Ray Train workers (DDP-style)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="join this Ray cluster ('auto', host:port or ray://host:port); "
+                        "implies --backend ray")
+    p.add_argument("--gpu", action="store_true",
+                   help="one GPU per worker (NCCL); implies --backend ray")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(command=_cmd_train_supernet)
+
+    p = commands.add_parser(
+        "profile", help="measure a device and fit a latency model of a supernet",
+        description="Measure random sub-networks of a supernet on a device, fit a latency "
+                    "model (a per-layer-kind table) and check it on 50 held-out sub-networks; "
+                    "prints the measurement noise (CV) and Kendall tau, writes the model JSON "
+                    "that a search reuses.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", "-c", metavar="FILE",
+                        help="a train-supernet YAML (the model, image size and data)")
+    source.add_argument("--supernet", metavar="DIR", help="a supernet checkpoint directory")
+    p.add_argument("--out", metavar="PATH", help="the latency model file (default: "
+                   "latency_model.json in the config's run_dir or the checkpoint directory)")
+    p.add_argument("--device", default="cpu", metavar="D", help="cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--samples", type=_positive_int, default=100, metavar="N",
+                   help="sub-networks measured for the fit (default 100)")
+    p.add_argument("--test-samples", type=_positive_int, default=50, metavar="N",
+                   help="held-out sub-networks for Kendall tau (default 50)")
+    p.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
+                   help="latency batch size (default 1)")
+    p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="auto: INT8 networks through onnxruntime on the CPU, others in torch")
+    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(command=_cmd_profile)
+
+    p = commands.add_parser(
+        "export", help="export the Pareto front of a finished supernet run",
+        description="Export each Pareto point of a finished supernet run to RUN_DIR/export/: "
+                    "model.safetensors, manifest.json, model.onnx (and model.int8.onnx), "
+                    "with a front.json / front.csv index.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
+    p.set_defaults(command=_cmd_export)
+
+    p = commands.add_parser(
+        "report", help="write the HTML report of a run",
+        description="Write report.html (self-contained) and its PNG figures for a run "
+                    "directory: front projections, hypervolume over evaluations, front table.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
+    p.add_argument("--out", metavar="DIR", help="where to write it (default RUN_DIR/report)")
+    p.set_defaults(command=_cmd_report)
     return parser
 
 
@@ -141,6 +203,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     overrides = {"algorithm": args.algorithm, "max_evals": args.max_evals, "seed": args.seed,
                  "run_dir": args.run_dir, "backend": args.backend, "workers": args.workers}
+    if args.ray_address is not None:
+        if args.backend not in (None, "ray"):
+            raise ConfigError(f"--ray-address needs --backend ray, not --backend {args.backend}")
+        overrides.update(backend="ray", ray={"address": args.ray_address})
+    from hybridmoo.config import read_config_file
+    from hybridmoo.pipeline_config import is_pipeline_config
+
+    if is_pipeline_config(read_config_file(args.config)):
+        return _run_pipeline_config(args, overrides)
     config = load_run_config(args.config, overrides)
     if args.resume and config.run_dir is None:
         raise ConfigError(f"{args.config}: --resume needs a run directory: set run_dir in the "
@@ -162,22 +233,39 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from hybridmoo.problems import make_problem
-    from hybridmoo.proposers import DEFAULT_ALGORITHM
-    from hybridmoo.search import search
+    from hybridmoo.demo import demo_config
+    from hybridmoo.pipeline import run_pipeline
 
-    algorithm = args.algorithm or DEFAULT_ALGORITHM
-    problem = make_problem(DEMO_PROBLEM)
     run_dir = _fresh_dir(Path(args.out))
+    cfg = demo_config(run_dir, max_evals=args.max_evals, seed=args.seed,
+                      algorithm=args.algorithm, steps=args.steps)
     console = _console()
     if not args.quiet:
-        console.print(f"demo: {problem.description}; {algorithm}, max_evals={args.max_evals}, "
-                      f"run directory {run_dir}")
+        console.print(f"demo: a {cfg.train.model} supernet on the built-in digits data, "
+                      f"{cfg.train.steps} training steps, then a search of {cfg.max_evals} "
+                      f"sub-networks with gradient refinement rounds; run directory {run_dir}")
     args.resume_hint = None  # the demo has no --resume: a new run starts each time
-    result = search(problem.space, problem.evaluate, problem.objectives, algorithm=algorithm,
-                    max_evals=args.max_evals, seed=args.seed, run_dir=run_dir,
-                    progress=False if args.quiet else None)
-    _report(console, result, problem.objectives, list(problem.space.names), args.quiet)
+    start = time.monotonic()
+    result = run_pipeline(cfg, progress=False if args.quiet else None)
+    _pipeline_summary(console, result, args.quiet, time.monotonic() - start)
+    return 0
+
+
+def _run_pipeline_config(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from hybridmoo.pipeline import run_pipeline
+    from hybridmoo.pipeline_config import load_pipeline_config
+
+    cfg = load_pipeline_config(args.config, overrides)
+    args.resume_hint = f"{PROG} search --config {args.config} --resume" + (
+        f" --run-dir {args.run_dir}" if args.run_dir else "")
+    console = _console()
+    if not args.quiet:
+        console.print(f"supernet pipeline: {cfg.train.model} on {cfg.train.data}, then "
+                      f"max_evals={cfg.max_evals}, seed={cfg.seed}"
+                      + (" (resuming)" if args.resume else ""))
+    start = time.monotonic()
+    result = run_pipeline(cfg, resume=args.resume, progress=False if args.quiet else None)
+    _pipeline_summary(console, result, args.quiet, time.monotonic() - start)
     return 0
 
 
@@ -192,12 +280,22 @@ def _cmd_train_supernet(args: argparse.Namespace) -> int:
     if config.run_dir is not None:
         args.resume_hint = f"{PROG} train-supernet --config {args.config} --resume" + (
             f" --run-dir {args.run_dir}" if args.run_dir else "")
+    distributed = _distributed_training(args)
     console = _console()
     if not args.quiet:
         console.print(f"training a supernet of {config.model} on {config.data}: "
                       f"{config.steps} steps, batch {config.batch_size}, seed {config.seed}"
+                      + (f", {args.workers or 1} Ray Train worker(s)" if distributed else "")
                       + (" (resuming)" if args.resume else ""))
-    result = train_supernet(config, resume=args.resume, progress=False if args.quiet else None)
+    progress = False if args.quiet else None
+    if distributed:
+        from hybridmoo.supernet.distributed import train_supernet_distributed
+
+        result = train_supernet_distributed(config, workers=args.workers or 1, use_gpu=args.gpu,
+                                            address=args.ray_address, resume=args.resume,
+                                            progress=progress)
+    else:
+        result = train_supernet(config, resume=args.resume, progress=progress)
     sn = result.supernet
     console.print(f"space: {len(sn.space)} dims, {sn.space.size:,} sub-networks "
                   f"({sn.spec.family} spec)")
@@ -207,6 +305,68 @@ def _cmd_train_supernet(args: argparse.Namespace) -> int:
         console.print(f"{name.replace('_', ' ')}: {value:.4f}")
     if result.run_dir is not None:
         console.print(f"checkpoint: {result.run_dir}")
+    return 0
+
+
+def _distributed_training(args: argparse.Namespace) -> bool:
+    """train-supernet on Ray Train workers: asked for by --backend ray, more than one
+    worker, --ray-address or --gpu (which --backend local refuses)."""
+    wants = [flag for flag, given in (("--workers > 1", (args.workers or 1) > 1),
+                                      ("--ray-address", args.ray_address is not None),
+                                      ("--gpu", args.gpu)) if given]
+    if args.backend == "local" and wants:
+        raise ConfigError(f"{', '.join(wants)} needs --backend ray (Ray Train workers), not "
+                          "--backend local")
+    return args.backend == "ray" or bool(wants)
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from hybridmoo.data import make_data
+    from hybridmoo.evaluate import profile, resolve_device
+    from hybridmoo.supernet import load_supernet, load_train_config, make_supernet
+
+    resolve_device(args.device)  # before any slow work
+    if args.config is not None:
+        cfg = load_train_config(args.config)
+        data = make_data(cfg.data, cfg.image_size)
+        sn = make_supernet(cfg.model, cfg.num_classes or data.num_classes, spec=cfg.spec,
+                           image_size=cfg.image_size, checkpoint=cfg.checkpoint)
+        home = Path(cfg.run_dir) if cfg.run_dir else Path(".")
+    else:
+        sn, data, home = load_supernet(args.supernet), None, Path(args.supernet)
+    out = Path(args.out) if args.out else home / "latency_model.json"
+    console = _console()
+    if not args.quiet:
+        console.print(f"profiling {sn.spec.family} supernet on {args.device}: {args.samples} "
+                      f"fit + {args.test_samples} held-out sub-networks, batch {args.batch_size}")
+    result = profile(sn, device=args.device, samples=args.samples,
+                     test_samples=args.test_samples, batch_size=args.batch_size,
+                     seed=args.seed, runtime=args.runtime, data=data,
+                     progress=False if args.quiet else None)
+    result.model.save(out)
+    console.print(f"device: {result.model.device}")
+    console.print(f"latency noise: median CV {result.cv_median:.3f}, max CV {result.cv_max:.3f} "
+                  f"over repeats")
+    console.print(f"Kendall tau (predicted vs measured, {len(result.test)} held-out "
+                  f"sub-networks): {result.kendall_tau:.3f}")
+    console.print(f"latency model: {out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from hybridmoo.export import export_run, read_front
+
+    index = export_run(args.run_dir)
+    points = read_front(index)["points"]
+    _console().print(f"exported {len(points)} Pareto points: {index}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from hybridmoo.report import report_run
+
+    path = report_run(args.run_dir, args.out)
+    _console().print(f"report: {path}")
     return 0
 
 
@@ -303,6 +463,22 @@ def _report(console: Console, result: SearchResult, objectives: Sequence[Objecti
         console.print(f"warning: {warning}")
 
 
+def _pipeline_summary(console: Console, result: Any, quiet: bool, seconds: float) -> None:
+    """A pipeline run's training metrics, front (objectives and origin), export and report."""
+    for name, value in result.train_metrics.items():
+        console.print(f"supernet {name.replace('_', ' ')}: {value:.4f}")
+    search = result.search
+    objectives = search.archive.objectives
+    _report(console, search, objectives, [], quiet)
+    refined = [r for r in search.front if r.candidate.origin == "refine"]
+    console.print(f"front: {len(search.front)} points, {len(refined)} from gradient refinement")
+    if result.export_dir is not None:
+        console.print(f"exported checkpoints: {result.export_dir}")
+    if result.report is not None:
+        console.print(f"report: {result.report}")
+    console.print(f"total time: {seconds:.0f} s")
+
+
 def _console() -> Console:
     from rich.console import Console
 
@@ -333,6 +509,14 @@ def _fresh_dir(out: Path) -> Path:
 
 
 # -- argument types --------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``hybridmoo search: error: ... (usage: hybridmoo search
+    --help)``) instead of the whole usage text; sub-command parsers inherit this class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (usage: {self.prog} --help)\n")
 
 
 def _backends() -> tuple[str, ...]:

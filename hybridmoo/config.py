@@ -19,8 +19,12 @@ A run config is a mapping with these keys (only ``space`` is always required)::
     max_evals: 100                  # unique configs to evaluate
     seed: 0
     run_dir: runs/my-run            # where the journal goes; relative to the YAML file
-    backend: local
+    backend: local                  # or ray: evaluator actors on a Ray cluster
     workers: 1
+    ray: {address: auto, num_cpus: 1, num_gpus: 0.25, timeout_s: 600, max_retries: 2}
+                                    # Ray backend options, all optional: address empty =
+                                    # RAY_ADDRESS if set, else a private local cluster on
+                                    # 127.0.0.1; num_cpus/num_gpus per evaluator actor
     reference: {error: [0.0, 1.0]}  # fixed [best, worst] per objective for the hypervolume
 
 Modules named by ``module:attribute`` are imported with the YAML file's directory placed first
@@ -53,7 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["KEYS", "RunConfig", "load_run_config", "read_config_file"]
 
 KEYS = ("space", "problem_options", "evaluate", "objectives", "constraints", "algorithm",
-        "algorithm_options", "max_evals", "seed", "run_dir", "backend", "workers", "reference")
+        "algorithm_options", "max_evals", "seed", "run_dir", "backend", "workers", "reference",
+        "ray")
 OBJECTIVE_KEYS = ("name", "direction", "unit")
 CONSTRAINT_KEYS = ("name", "max", "min")
 
@@ -82,6 +87,7 @@ class RunConfig:
     reference: dict[str, tuple[float, float]] | None = None
     problem: str | None = None  # the registered name or "module:attribute" the space came from
     source: str = "config"  # where the config was read from (for messages)
+    ray: dict[str, Any] = field(default_factory=dict)  # RayBackend options (backend: ray)
 
     @classmethod
     def from_dict(cls, data: Any, *, base_dir: str | os.PathLike[str] | None = None,
@@ -96,8 +102,16 @@ class RunConfig:
         return {"space": self.space, "evaluate": self.evaluate, "objectives": self.objectives,
                 "constraints": self.constraints, "algorithm": self.algorithm,
                 "algorithm_options": dict(self.algorithm_options), "max_evals": self.max_evals,
-                "seed": self.seed, "run_dir": self.run_dir, "backend": self.backend,
+                "seed": self.seed, "run_dir": self.run_dir, "backend": self.make_backend(),
                 "workers": self.workers, "reference": self.reference}
+
+    def make_backend(self) -> Any:
+        """The backend name, or for ``ray`` a RayBackend built with the ``ray`` options."""
+        if self.backend != "ray":
+            return self.backend
+        from hybridmoo.backends import make_backend
+
+        return make_backend("ray", self.workers, **self.ray)
 
     def run(self, *, resume: bool = False, progress: bool | None = None) -> SearchResult:
         """Run the search this config describes."""
@@ -122,15 +136,19 @@ def load_run_config(path: str | os.PathLike[str],
                     overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Read a YAML run config. ``overrides`` (e.g. command-line flags; ``None`` values are
     ignored) replace the file's keys; a relative ``run_dir`` in them is taken as given, one in
-    the file is relative to the file's directory. An ``algorithm`` override that names another
+    the file is relative to the file's directory; a ``ray`` override is merged into the
+    file's ``ray`` options. An ``algorithm`` override that names another
     engine than the file's also drops the file's ``algorithm_options`` (written for that one)."""
     data = read_config_file(path)
     algorithm = (overrides or {}).get("algorithm")
     if algorithm is not None and algorithm != data.get("algorithm", _default_algorithm()):
         data.pop("algorithm_options", None)
     for key, value in (overrides or {}).items():
-        if value is not None:
-            data[key] = Path(value).absolute() if key == "run_dir" else value
+        if value is None:
+            continue
+        if key == "ray" and isinstance(data.get("ray"), Mapping):
+            value = {**data["ray"], **value}  # e.g. --ray-address keeps the file's num_gpus
+        data[key] = Path(value).absolute() if key == "run_dir" else value
     return RunConfig.from_dict(data, base_dir=Path(path).parent, source=str(path))
 
 
@@ -156,6 +174,7 @@ class _Reader:
         seed = self.integer(data, "seed", 0, minimum=0)
         workers = self.integer(data, "workers", 1, minimum=1)
         backend = self.backend(data.get("backend", "local"))
+        ray = self.ray_options(data.get("ray"), workers)
         algorithm = self.algorithm(data.get("algorithm", _default_algorithm()))
         algorithm_options = self.options(data, "algorithm_options")
         run_dir = self.run_dir(data.get("run_dir"))
@@ -169,7 +188,7 @@ class _Reader:
         reference = self.reference(data.get("reference"), objectives)
         return RunConfig(space, evaluate, objectives, constraints, algorithm, algorithm_options,
                          max_evals, seed, run_dir, backend, workers, reference, origin,
-                         self.source)
+                         self.source, ray)
 
     # -- scalars ---------------------------------------------------------------------------
 
@@ -195,6 +214,19 @@ class _Reader:
             self.fail(f"backend: unknown backend {value!r}{did_you_mean(value, BACKENDS)}; "
                       f"choose one of: {', '.join(BACKENDS)}")
         return value
+
+    def ray_options(self, value: Any, workers: int) -> dict[str, Any]:
+        from hybridmoo.backends import RAY_OPTIONS
+        from hybridmoo.backends.ray_backend import check_options
+
+        if value is None:
+            return {}
+        options = dict(self.record("ray", value, RAY_OPTIONS))
+        try:
+            check_options(workers=workers, **options)
+        except ConfigError as exc:
+            self.fail(str(exc))
+        return options
 
     def algorithm(self, value: Any) -> str:
         from hybridmoo.proposers import available

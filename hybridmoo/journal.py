@@ -35,10 +35,19 @@ class Journal:
         self._lock: FileLock | None = None
         self._file: Any = None
         self._discarded = False
+        self._created: list[Path] = []  # directories this journal made, deepest first
         self.warnings: list[str] = []
 
     def __enter__(self) -> Journal:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise RunDirError(f"run directory {self.run_dir} is not a directory (a file is "
+                              "in the way)")
+        self._created = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot create run directory {self.run_dir}: "
+                              f"{exc.strerror or exc}") from None
         self._lock = FileLock(str(self.run_dir / LOCK_FILE))
         try:
             self._lock.acquire(timeout=0)
@@ -48,16 +57,18 @@ class Journal:
             ) from None
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
         if self._lock is not None:
             self._lock.release()
-        if self._discarded:
+        if self._discarded or (exc_type is not None and not self.exists()):
+            # nothing of a run is left (a setup error, a refused resume): leave no trace
             (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
-            if not any(self.run_dir.iterdir()):
-                self.run_dir.rmdir()
+            for d in [self.run_dir, *self._created] if self._discarded else self._created:
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
 
     def exists(self) -> bool:
         return (self.run_dir / RUN_FILE).exists() or self.path.exists()

@@ -154,7 +154,11 @@ def _unique_key_loader() -> type:
             seen = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, str) and key in seen:
+                try:
+                    given_twice = key in seen
+                except TypeError:  # an unhashable key: SafeLoader reports it below
+                    continue
+                if given_twice:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"key {key!r} is given twice", key_node.start_mark)
                 seen.add(key)

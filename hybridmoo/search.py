@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ log = logging.getLogger("hybridmoo")
 
 MAX_IDLE_ASKS = 100  # asks in a row that bring nothing new before the proposer counts as stuck
 SETUP_CHECK_EVALS = 3  # this many first results all missing one objective = a setup error
+NOT_FINITE = "is not a finite number"  # in the reason run_evaluation gives a NaN / Inf objective
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
            max_evals: int = 100, seed: int = 0, backend: str | Backend = "local",
            workers: int = 1, run_dir: str | os.PathLike[str] | None = None, resume: bool = False,
            reference: Mapping[str, tuple[float, float]] | None = None,
-           refine: RefineSchedule | None = None, progress: bool | None = None) -> SearchResult:
+           refine: RefineSchedule | None = None, max_seconds: float | None = None,
+           progress: bool | None = None) -> SearchResult:
     """Multi-objective search over ``space``; ``max_evals`` counts unique configs evaluated.
 
     ``evaluate(config) -> {objective name: value, ...}``; failures (exceptions, missing or
@@ -101,9 +104,14 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
     returned values that must be ``<= 0`` (or within their ``min``/``max``). ``reference``
     fixes the hypervolume normalisation. ``run_dir`` journals every result; ``resume=True``
     continues a run from its journal. ``refine`` alternates evolution with gradient refinement
-    of the front's survivors (:class:`RefineSchedule`).
+    of the front's survivors (:class:`RefineSchedule`). ``max_seconds`` also stops the search
+    (no new evaluation or refinement round starts after it; those running finish).
     """
     objectives, constraints = _check_inputs(space, objectives, constraints, max_evals, seed)
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(
+            max_seconds, int | float) or not max_seconds > 0):
+        raise ConfigError(f"max_seconds must be a positive number, got {max_seconds!r}")
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     options = dict(algorithm_options or {})
     proposer = make_proposer(algorithm, space, objectives, constraints, seed, **options)
     archive = ParetoArchive(objectives, reference)
@@ -121,7 +129,7 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
         backend.start(EvaluationTask(evaluate, objectives, constraints))
         with Progress(max_evals, progress, title="search") as bar:
             loop = _Loop(proposer, backend, archive, journal, bar, max_evals, journaled,
-                         space.canonical_key, refine)
+                         space.canonical_key, refine, deadline)
             try:
                 reason = loop.run()
             except ConfigError:
@@ -139,8 +147,9 @@ class _Loop:
     def __init__(self, proposer: Proposer, backend: Backend, archive: ParetoArchive,
                  journal: Journal | None, bar: Progress, max_evals: int,
                  journaled: list[EvalResult], key: Callable[[dict[str, Any]], str],
-                 refine: RefineSchedule | None = None) -> None:
+                 refine: RefineSchedule | None = None, deadline: float | None = None) -> None:
         self.proposer, self.backend, self.archive = proposer, backend, archive
+        self.deadline = deadline  # time.monotonic() after which nothing new starts
         self.journal, self.bar, self.max_evals = journal, bar, max_evals
         self.key = key  # canonical key: equivalent configs share one evaluation
         self.refine = refine
@@ -150,6 +159,7 @@ class _Loop:
         self.waiting: dict[str, list[Candidate]] = {}  # in-flight key -> who asked for it
         self.consumed = 0  # budget used in this pass: submitted plus replayed from the journal
         self.new_results: list[EvalResult] = []
+        self.worked_before = any(r.ok for r in journaled)  # a resumed run that had results
         self.rounds = max((int(r.info.get("round", 0)) for r in journaled
                            if r.candidate.origin == REFINED), default=0)
         # a round a crash cut short: its survivors without a result, and the whole round's keys
@@ -157,9 +167,12 @@ class _Loop:
 
     def run(self) -> str:
         reason = self._evolve()
-        if self.refine is not None and self.refine.final_round:
+        if self.refine is not None and self.refine.final_round and not self._out_of_time():
             self._refine_round()
         return reason
+
+    def _out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     def _evolve(self) -> str:
         idle_asks = 0
@@ -180,11 +193,13 @@ class _Loop:
             if self.backend.in_flight == 0:
                 if len(self.new_results) < SETUP_CHECK_EVALS:
                     self._check_setup()
+                if self._out_of_time() and self._evolved() < self.max_evals:
+                    return "max_seconds reached"
                 return f"max_evals={self.max_evals} reached"
             self._collect(*self.backend.next_done())
 
     def _refine_due(self) -> bool:
-        if self.refine is None:
+        if self.refine is None or self._out_of_time():
             return False
         due = self._evolved() >= (self.rounds + 1) * self.refine.every
         return bool(self.pending_survivors) or due
@@ -232,6 +247,8 @@ class _Loop:
         return [front[i] for i in picks]
 
     def _budget_left(self) -> int:
+        if self._out_of_time():
+            return 0
         return min(self.max_evals - self.consumed,
                    self.max_evals - self._evolved() - self.backend.in_flight)
 
@@ -272,11 +289,15 @@ class _Loop:
             self._check_setup()
 
     def _check_setup(self) -> None:
-        """The first results all missing the same objective: a setup error, not bad luck."""
+        """The first results all missing the same objective, or all giving it the same
+        non-finite value (NaN every time): a setup error, not bad luck."""
         reasons = {r.reason for r in self.new_results[:SETUP_CHECK_EVALS]}
         reason = reasons.pop() if len(reasons) == 1 else None
         if reason and reason.startswith(MISSING_OBJECTIVE):
             raise ConfigError(reason)
+        if (reason and reason.startswith("objective ") and NOT_FINITE in reason
+                and len(self.new_results) >= SETUP_CHECK_EVALS and not self.worked_before):
+            raise ConfigError(f"{reason} in each of the first {SETUP_CHECK_EVALS} evaluations")
 
 
 def _unfinished_round(journaled: list[EvalResult]) -> tuple[list[EvalResult], list[str]]:

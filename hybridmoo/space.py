@@ -104,6 +104,9 @@ class IntRange(Dim):
                 raise ConfigError(f"IntRange {name} must be an int, got {v!r}")
         if self.lo > self.hi:
             raise ConfigError(f"IntRange needs lo <= hi, got lo={self.lo}, hi={self.hi}")
+        if self.lo < -(2**63) or self.hi >= 2**63 or int(self.hi) - int(self.lo) + 1 >= 2**63:
+            raise ConfigError(f"IntRange needs 64-bit bounds and fewer than 2**63 values, got "
+                              f"lo={self.lo}, hi={self.hi}")
 
     @property
     def size(self) -> int:  # type: ignore[override]
@@ -204,7 +207,9 @@ class SearchSpace:
         x = np.asarray(x)
         if x.shape != (len(self.dims),):
             raise ValueError(f"expected a vector of {len(self.dims)} indices, got shape {x.shape}")
-        idx = np.clip(np.rint(x).astype(np.int64), 0, self.sizes - 1)
+        if not np.issubdtype(x.dtype, np.integer):
+            x = np.rint(x)  # integer indices stay exact (float64 has 53 bits)
+        idx = np.clip(x.astype(np.int64), 0, self.sizes - 1)
         return {n: d.value(int(i)) for (n, d), i in zip(self.dims.items(), idx, strict=True)}
 
     def contains(self, config: Any) -> bool:

@@ -74,3 +74,22 @@ def test_refined_records_are_journaled_and_resume_reproduces_the_run(tmp_path):
 def test_bad_schedule_is_a_config_error():
     with pytest.raises(ConfigError, match="every"):
         RefineSchedule(ToyRefiner(), every=0)
+
+
+def test_max_seconds_stops_evolution_and_refinement(tmp_path):
+    import time
+
+    def slow(config):
+        time.sleep(0.05)
+        return toy_evaluate(config)
+
+    refiner = ToyRefiner()
+    start = time.monotonic()
+    result = search(SPACE, slow, OBJECTIVES, algorithm="random", max_evals=10_000, seed=0,
+                    refine=RefineSchedule(refiner, every=5, survivors=2), max_seconds=1.0,
+                    progress=False)
+    assert time.monotonic() - start < 2.0
+    assert result.stop_reason == "max_seconds reached"
+    assert 5 <= len(result.history) < 40 and refiner.calls
+    with pytest.raises(ConfigError, match="max_seconds"):
+        search(SPACE, slow, OBJECTIVES, max_seconds=0)

@@ -1,19 +1,26 @@
-"""Where evaluations run: ``local`` (inline or threads) now; Ray actors come as another backend."""
+"""Where evaluations run: ``local`` (inline or threads) or ``ray`` (actors on a Ray cluster)."""
 
 from __future__ import annotations
 
 from hybridmoo.backends.base import Backend
 from hybridmoo.backends.local import LocalBackend
-from hybridmoo.errors import ConfigError
+from hybridmoo.backends.ray_backend import OPTIONS as RAY_OPTIONS
+from hybridmoo.backends.ray_backend import RayBackend
+from hybridmoo.loading import check_options, unknown_name
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "ray")
 
 
-def make_backend(name: str = "local", workers: int = 1) -> Backend:
-    """The backend registered as ``name``."""
+def make_backend(name: str = "local", workers: int = 1, **options: object) -> Backend:
+    """The backend registered as ``name``; ``options`` go to its constructor (``ray``:
+    address, num_cpus, num_gpus, timeout_s, max_retries; ``local`` takes none)."""
     if name == "local":
+        check_options("the local backend", options, ())
         return LocalBackend(workers)
-    raise ConfigError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    if name == "ray":
+        check_options("the ray backend", options, RAY_OPTIONS)
+        return RayBackend(workers, **options)  # type: ignore[arg-type]
+    raise unknown_name("backend", name, BACKENDS)
 
 
-__all__ = ["BACKENDS", "Backend", "LocalBackend", "make_backend"]
+__all__ = ["BACKENDS", "RAY_OPTIONS", "Backend", "LocalBackend", "RayBackend", "make_backend"]

@@ -1,11 +1,14 @@
 """Supernet checkpoints without pickle: tensors in ``supernet.safetensors``, everything else
 (architecture, spec, channel orders, activation ranges, optimizer scalars, RNG states, the
-caller's metadata) in ``supernet.json``. Both are written to temporary names and renamed, the
-JSON last, and the JSON records the SHA-256 of the tensor file, so a half-written checkpoint is
-never read as a whole one."""
+caller's metadata) in ``supernet.json``. The JSON records the SHA-256 of the tensor file. Both
+files are written in full to temporary names (fsynced) before the tensor file, then the JSON, is
+renamed into place; a reader that finds the new tensors beside the old JSON (a kill between the
+two renames) finishes the commit from the complete temporary JSON. So a kill at any moment
+leaves the previous checkpoint or the new one, never a mix. Non-finite weights are refused."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -36,6 +39,10 @@ def save_checkpoint(run_dir: str | Path, supernet: Supernet, *,
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().clone().contiguous()
                for k, v in supernet.model.state_dict().items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise ConfigError(f"refusing to checkpoint non-finite weights ({', '.join(bad[:3])}"
+                          f"{', ...' if len(bad) > 3 else ''}) to {run_dir}")
     tensors["rng.torch"] = torch.get_rng_state()
     info: dict[str, Any] = {
         "format": FORMAT, "architecture": architecture_of(supernet.model),
@@ -53,15 +60,15 @@ def save_checkpoint(run_dir: str | Path, supernet: Supernet, *,
                 else:
                     scalars.setdefault(str(index), {})[key] = value
         info["optimizer"] = {"param_groups": state["param_groups"], "scalars": scalars}
-    weights = run_dir / WEIGHTS_FILE
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, weights)
-    info["sha256"] = _sha256(weights)
-    meta_path = run_dir / META_FILE
-    tmp = meta_path.with_name(meta_path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
-    os.replace(tmp, meta_path)
+    weights, meta_path = run_dir / WEIGHTS_FILE, run_dir / META_FILE
+    weights_tmp, meta_tmp = _tmp(weights), _tmp(meta_path)
+    save_file(tensors, str(weights_tmp))
+    _fsync(weights_tmp)
+    info["sha256"] = _sha256(weights_tmp)
+    meta_tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
+    _fsync(meta_tmp)
+    os.replace(weights_tmp, weights)
+    os.replace(meta_tmp, meta_path)
     return meta_path
 
 
@@ -71,6 +78,7 @@ def read_checkpoint(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[
 
     run_dir = Path(run_dir)
     meta_path, weights = run_dir / META_FILE, run_dir / WEIGHTS_FILE
+    _finish_commit(weights, meta_path)
     if not meta_path.is_file() or not weights.is_file():
         raise ConfigError(f"{run_dir}: no supernet checkpoint ({META_FILE} and {WEIGHTS_FILE})")
     try:
@@ -125,6 +133,30 @@ def restore(supernet: Supernet, tensors: Mapping[str, torch.Tensor], info: Mappi
         optimizer.load_state_dict({"state": states, "param_groups": saved["param_groups"]})
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def _finish_commit(weights: Path, meta_path: Path) -> None:
+    """A kill between the two renames of :func:`save_checkpoint` left the new tensors beside
+    the old JSON and the new JSON complete under its temporary name: rename it into place."""
+    meta_tmp = _tmp(meta_path)
+    if not meta_tmp.is_file() or not weights.is_file() or _tmp(weights).exists():
+        return
+    try:
+        pending = json.loads(meta_tmp.read_text())
+    except (OSError, ValueError):
+        return  # a temporary JSON cut short: its tensors were never renamed into place
+    if isinstance(pending, dict) and pending.get("sha256") == _sha256(weights):
+        with contextlib.suppress(OSError):  # read-only: the check below reports the mismatch
+            os.replace(meta_tmp, meta_path)
 
 
 def _sha256(path: Path) -> str:

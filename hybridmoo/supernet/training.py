@@ -7,12 +7,18 @@ The optimizer and the warm-up + cosine schedule are timm's. Sub-networks are eva
 BatchNorm recalibration on training batches. A run directory gets a checkpoint every
 ``save_every`` steps and at the end; ``resume=True`` continues from it with the same batches,
 the same sub-networks and the same optimizer state as an uninterrupted run.
+
+A step whose loss or gradients are not finite (NaN / Inf) is rolled back: no optimizer step,
+BatchNorm statistics restored; it is logged, counted (``TrainResult.skipped_steps``) and recorded
+as a NaN loss. ``MAX_BAD_STEPS`` such steps in a row stop the run with a :class:`ConfigError`.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,12 @@ from hybridmoo.supernet.supernet import Supernet
 from hybridmoo.supernet.train_config import TrainConfig
 
 RESUMABLE_CHANGES = ("steps", "save_every", "run_dir")  # keys a resumed run may change
+MAX_BAD_STEPS = 3  # non-finite steps in a row that stop the run
+# (supernet, this replica's loss, its gradients and loss finite) -> (the loss, the verdict)
+# of all replicas, called after the backward passes of a data-parallel step
+StepSync = Callable[[Supernet, float, bool], tuple[float, bool]]
+
+log = logging.getLogger("hybridmoo")
 
 
 @dataclass
@@ -46,6 +58,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     run_dir: Path | None = None
+    skipped_steps: int = 0  # steps rolled back for a non-finite loss or gradient
 
 
 def train_supernet(config: TrainConfig | Mapping[str, Any], *, resume: bool = False,
@@ -64,10 +77,11 @@ def train_supernet(config: TrainConfig | Mapping[str, Any], *, resume: bool = Fa
                        image_size=cfg.image_size, checkpoint=cfg.checkpoint)
     optimizer, scheduler = _optimizer(sn, cfg)
     rng = np.random.default_rng(cfg.seed)
-    step, losses = 0, []
+    step, losses, bad_in_a_row = 0, [], 0
     if resume:
         step, losses = _resume(run_dir, sn, optimizer, rng, cfg)
         scheduler.step_update(step)
+    skipped = sum(math.isnan(v) for v in losses)
     per_epoch = batches_per_epoch(data.train, cfg.batch_size)
     if per_epoch == 0:
         raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(data.train)} "
@@ -81,6 +95,7 @@ def train_supernet(config: TrainConfig | Mapping[str, Any], *, resume: bool = Fa
                 losses.append(sandwich_step(sn, optimizer, x, y, _configs(sn, cfg, rng),
                                             cfg.distill))
                 step += 1
+                bad_in_a_row, skipped = count_bad_step(losses[-1], step, bad_in_a_row, skipped)
                 scheduler.step_update(step)
                 bar.update(step, f"loss {losses[-1]:.3f}")
                 if run_dir and cfg.save_every and step % cfg.save_every == 0:
@@ -91,22 +106,28 @@ def train_supernet(config: TrainConfig | Mapping[str, Any], *, resume: bool = Fa
     if step < cfg.steps:
         if run_dir:
             _save(run_dir, sn, optimizer, rng, cfg, step, losses)
-        return TrainResult(sn, data, step, losses, {}, seconds, run_dir)
+        return TrainResult(sn, data, step, losses, {}, seconds, run_dir, skipped)
     metrics = {f"{name}_val_accuracy": evaluate_subnet(sn, config, data, cfg)
                for name, config in (("largest", sn.largest()), ("smallest", _fp32(sn.smallest())))}
     if run_dir:
         _save(run_dir, sn, optimizer, rng, cfg, step, losses, metrics)
-    return TrainResult(sn, data, step, losses, metrics, seconds, run_dir)
+    return TrainResult(sn, data, step, losses, metrics, seconds, run_dir, skipped)
 
 
 def sandwich_step(sn: Supernet, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                  y: torch.Tensor, others: list[dict[str, Any]], distill: bool) -> float:
+                  y: torch.Tensor, others: list[dict[str, Any]], distill: bool, *,
+                  sync: StepSync | None = None) -> float:
     """One optimizer step: the largest sub-network on the labels, each of ``others`` on the
-    largest's output (``distill``) or the labels. Returns the largest's loss."""
+    largest's output (``distill``) or the labels. Returns the largest's loss, or NaN when a
+    loss or gradient was not finite: then the step is rolled back (no optimizer step, the
+    BatchNorm statistics as before). ``sync`` (data-parallel replicas, see
+    :mod:`hybridmoo.supernet.distributed`) combines the replicas' gradients, losses and
+    verdicts before that decision, so all replicas take it alike."""
     device = next(sn.parameters()).device
     x, y = x.to(device), y.to(device)
     sn.train()
     optimizer.zero_grad(set_to_none=True)
+    buffers = {name: b.clone() for name, b in sn.named_buffers()}
     logits = sn(x, sn.largest())
     loss = F.cross_entropy(logits, y)
     loss.backward()
@@ -115,8 +136,36 @@ def sandwich_step(sn: Supernet, optimizer: torch.optim.Optimizer, x: torch.Tenso
         out = sn(x, config)
         target = teacher if distill else y
         F.cross_entropy(out, target).backward()
+    value = float(loss.detach())
+    grads = [p.grad for p in sn.parameters() if p.grad is not None]
+    finite = math.isfinite(value) and (
+        not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()))
+    if sync is not None:
+        value, finite = sync(sn, value, finite)
+    if not finite:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in sn.named_buffers():
+                b.copy_(buffers[name])
+        return math.nan
     optimizer.step()
-    return float(loss.detach())
+    return value
+
+
+def count_bad_step(loss: float, step: int, bad_in_a_row: int, skipped: int) -> tuple[int, int]:
+    """Book-keeping after step ``step`` whose loss is ``loss`` (NaN: rolled back): returns the
+    new ``(bad_in_a_row, skipped)``; logs a rolled-back step and raises :class:`ConfigError`
+    at ``MAX_BAD_STEPS`` of them in a row."""
+    if not math.isnan(loss):
+        return 0, skipped
+    bad_in_a_row, skipped = bad_in_a_row + 1, skipped + 1
+    log.warning("training step %d: the loss or a gradient is not finite; the step was rolled "
+                "back (%d skipped so far)", step, skipped)
+    if bad_in_a_row >= MAX_BAD_STEPS:
+        raise ConfigError(f"{MAX_BAD_STEPS} training steps in a row had a non-finite loss or "
+                          f"gradient (last: step {step}); check the data for NaN/Inf values or "
+                          "lower lr")
+    return bad_in_a_row, skipped
 
 
 @torch.no_grad()
@@ -125,16 +174,37 @@ def evaluate_subnet(sn: Supernet, config: Mapping[str, Any], data: ImageData,
     """Accuracy of the extracted sub-network on ``split`` after BatchNorm recalibration (and
     activation calibration when ``config`` quantizes) on ``cfg.calib_batches`` training
     batches."""
-    calib = list(epoch_batches(data.train, cfg.batch_size, cfg.seed + 1, 0))[:cfg.calib_batches]
-    if _quantizes_inputs(sn, config):
+    calib = calibration_batches(data, cfg.batch_size, cfg.seed, cfg.calib_batches)
+    return accuracy(prepare_subnet(sn, config, calib), getattr(data, split))
+
+
+def calibration_batches(data: ImageData, batch_size: int, seed: int,
+                        n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``n`` training batches that recalibrate a sub-network before its evaluation."""
+    return list(epoch_batches(data.train, batch_size, seed + 1, 0))[:n]
+
+
+@torch.no_grad()
+def prepare_subnet(sn: Supernet, config: Mapping[str, Any], calib: list[Any], *,
+                   calibrate_supernet: bool = True) -> torch.nn.Module:
+    """Sub-network ``config`` extracted, its BatchNorm statistics recalibrated on ``calib``,
+    then its FakeQuant input ranges. ``calibrate_supernet=False`` keeps the supernet's
+    activation ranges (which extraction needs) when they are already set."""
+    if calibrate_supernet and _quantizes_inputs(sn, config):
         sn.calibrate(calib)  # the supernet's ranges, which extraction copies
     net = sn.extract(config)
     recalibrate_bn(net, calib)
     if any(isinstance(m, FakeQuant) for m in net.modules()):
         calibrate_quant(net, calib)  # ranges of this sub-network, after its BN recalibration
+    return net
+
+
+@torch.no_grad()
+def accuracy(net: torch.nn.Module, dataset: Any, batch_size: int = 256) -> float:
+    """Top-1 accuracy (a fraction) of ``net`` on every example of ``dataset``."""
     device = next(net.parameters()).device
     correct = total = 0
-    for x, y in eval_batches(getattr(data, split)):
+    for x, y in eval_batches(dataset, batch_size):
         correct += int((net(x.to(device)).argmax(-1).cpu() == y).sum())
         total += len(y)
     return correct / max(total, 1)
@@ -173,6 +243,7 @@ def _save(run_dir: Path, sn: Supernet, optimizer: torch.optim.Optimizer,
           rng: np.random.Generator, cfg: TrainConfig, step: int, losses: list[float],
           metrics: Mapping[str, float] | None = None) -> None:
     meta = {"step": step, "config": cfg.to_dict(), "losses": losses,
+            "skipped_steps": sum(math.isnan(v) for v in losses),
             "rng_numpy": rng.bit_generator.state, "metrics": dict(metrics or {})}
     save_checkpoint(run_dir, sn, optimizer=optimizer, meta=meta)
 

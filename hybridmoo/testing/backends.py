@@ -5,6 +5,7 @@ A subclass provides the fixture ``backend`` (a fresh, unstarted :class:`Backend`
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,15 @@ from hybridmoo.testing.proposers import OBJECTIVES, SPACE, toy_evaluate
 def slow_square(x: int) -> int:
     time.sleep(0.01 * (x % 3))
     return x * x
+
+
+def wait_for_file(item: tuple[str, str]) -> str:
+    """``("wait", path)`` returns once ``path`` exists (60 s at most); ``("go", _)`` at once."""
+    kind, path = item
+    deadline = time.monotonic() + 60
+    while kind == "wait" and not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return kind
 
 
 class BackendConformance:
@@ -46,6 +56,16 @@ class BackendConformance:
             stream = backend.map(slow_square, iter(range(5)))
             assert next(stream) in {x * x for x in range(5)}
             assert len(list(stream)) == 4
+
+    def test_a_slow_item_does_not_hold_back_a_finished_one(self, backend, tmp_path) -> None:
+        if backend.capacity < 2:
+            pytest.skip("one item at a time")
+        gate = tmp_path / "gate"
+        with backend:
+            stream = backend.map(wait_for_file, [("wait", str(gate)), ("go", str(gate))])
+            first = next(stream)
+            gate.touch()  # only now can the waiting item finish: no barrier between results
+            assert (first, list(stream)) == ("go", ["wait"])
 
     def test_runs_the_evaluation_task_and_keeps_failures_as_results(self, backend) -> None:
         task = EvaluationTask(toy_evaluate, OBJECTIVES)

@@ -1,0 +1,147 @@
+"""Joining or starting the Ray cluster a :class:`~hybridmoo.backends.ray_backend.RayBackend` uses.
+
+Ray 2.60 replaces a loopback ``_node_ip_address`` / ``--node-ip-address`` (127.0.0.1) with the
+machine's outward address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set before ``ray``
+is imported: only then do the GCS, raylet, workers and agents listen on 127.0.0.1 alone. So a
+private local cluster, and a driver that joins a cluster on 127.0.0.1, set it (it also limits
+the cluster to one node, which is what a loopback cluster is). Ray reads it once, at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from hybridmoo.errors import ConfigError, one_line
+
+log = logging.getLogger("hybridmoo")
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a one-node cluster on 127.0.0.1 only
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+CONNECT_TIMEOUT_S = 5.0  # a cluster address that does not answer within this is an error
+AUTH_HINT = ("set RAY_AUTH_MODE (and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) as the cluster "
+             "was started with")
+
+
+@dataclass
+class Connection:
+    """How this process is attached to Ray; ``owned`` when we started the cluster ourselves."""
+
+    owned: bool
+    address: str
+
+
+def connect(address: str | None, min_cpus: float) -> Connection:
+    """Attach to Ray: reuse an initialised connection, or join ``address`` ("auto", "host:port",
+    "ray://host:port") after checking within seconds that it answers. ``address=None`` joins
+    the cluster in ``RAY_ADDRESS`` (set inside ``ray job submit`` jobs) or else starts a
+    private local cluster on 127.0.0.1 with ``min_cpus`` logical CPUs at least."""
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = "auto"
+    target = _resolve(address)
+    if target is None or _host(target) in LOOPBACK_HOSTS:
+        _prefer_loopback()
+    if target is not None:
+        _probe(address or "", target)
+    import ray
+
+    if ray.is_initialized():
+        return Connection(owned=False, address=str(ray.get_runtime_context().gcs_address))
+    try:
+        if address is None:
+            cpus = max(os.cpu_count() or 1, math.ceil(min_cpus))
+            context = ray.init(address="local", num_cpus=cpus, include_dashboard=True,
+                               dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+                               logging_level=logging.WARNING)
+        else:
+            context = ray.init(address=address, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        raise ConfigError(f"ray address {address!r}: {one_line(exc)}") from None
+    except ray.exceptions.AuthenticationError as exc:
+        raise ConfigError(f"ray address {address!r}: authentication failed ({one_line(exc)}); "
+                          f"{AUTH_HINT}") from None
+    if address is None and ray.util.get_node_ip_address() not in LOOPBACK_HOSTS:
+        log.warning("the local Ray cluster listens on %s, not 127.0.0.1: ray was imported "
+                    "before hybridmoo could set %s=0", ray.util.get_node_ip_address(),
+                    LOOPBACK_ENV)
+    return Connection(owned=True, address=str(context.address_info.get("address", "")))
+
+
+def check_resources(num_cpus: float, num_gpus: float) -> None:
+    """One evaluator actor must fit the cluster, else it would wait for ever."""
+    import ray
+
+    total = ray.cluster_resources()
+    for name, need in (("CPU", num_cpus), ("GPU", num_gpus)):
+        have = float(total.get(name, 0.0))
+        if need > have:
+            raise ConfigError(f"ray.num_{name.lower()}s={need:g} per evaluator, but the Ray "
+                              f"cluster has {have:g} {name}(s)")
+
+
+def disconnect(connection: Connection | None) -> None:
+    """Shut Ray down if (and only if) we started it."""
+    if connection is not None and connection.owned:
+        import ray
+
+        ray.shutdown()
+
+
+def _prefer_loopback() -> None:
+    if "ray" not in sys.modules:
+        os.environ.setdefault(LOOPBACK_ENV, "0")
+
+
+def _resolve(address: str | None) -> str | None:
+    """``address`` as host:port where we can tell without importing ray (None: start local)."""
+    if address is None:
+        return None
+    if address == "auto":
+        return os.environ.get("RAY_ADDRESS") or "auto"
+    return address
+
+
+def _host(address: str) -> str:
+    rest = address.split("://", 1)[-1]
+    return rest.rsplit(":", 1)[0].strip("[]") if ":" in rest else rest
+
+
+def _probe(given: str, target: str) -> None:
+    """A TCP connect to the cluster's GCS (or Ray Client) port, bounded by CONNECT_TIMEOUT_S:
+    ``ray.init`` itself waits a minute or more for an address that does not answer."""
+    if target == "auto":
+        target = _current_cluster(given)
+    scheme, _, rest = target.rpartition("://")
+    if scheme in ("http", "https"):
+        raise ConfigError(f"ray address {given!r} is a dashboard (job submission) URL; give the "
+                          "cluster's GCS address host:port (port 6379 by default) or 'auto'")
+    if ":" not in rest:
+        raise ConfigError(f"ray address {given!r} must look like host:port, 'auto' or "
+                          "ray://host:port")
+    host, port = rest.rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"no Ray cluster answers at ray address {given!r} ({target}: "
+                          f"{one_line(exc) or type(exc).__name__}); start one with `ray start "
+                          "--head --node-ip-address=127.0.0.1`, or leave the address empty "
+                          "for a private local cluster") from None
+
+
+def _current_cluster(given: str) -> str:
+    """The address "auto" stands for: the cluster this machine started last."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        found: Any = canonicalize_bootstrap_address("auto")
+    except ConnectionError as exc:
+        raise ConfigError(f"ray address {given!r}: {one_line(exc)}") from None
+    if not found:
+        raise ConfigError(f"ray address {given!r}: no running Ray cluster found on this machine")
+    return str(found)

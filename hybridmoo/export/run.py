@@ -1,0 +1,129 @@
+"""Re-export the front of a finished supernet run (``hybridmoo export RUN_DIR``).
+
+A supernet run directory holds, beside ``run.json`` and ``journal.jsonl``::
+
+    supernet/        the trained supernet (hybridmoo.supernet.load_supernet)
+    refined/<key>/   networks made by gradient refinement (save_network directories)
+    pipeline.json    {"data": "digits" | {"root": ...}, "image_size", "batch_size",
+                      "bn_batches", "seed", optional "device_name"}: how sub-networks
+                     were calibrated, and where they were measured
+
+A record of origin ``"refine"`` is exported from ``refined/<key>/``; any other front record is
+extracted from the supernet and recalibrated with
+:func:`hybridmoo.supernet.training.prepare_subnet` on the batches of
+:func:`~hybridmoo.supernet.training.calibration_batches` (``batch_size``, ``seed``,
+``bn_batches`` from pipeline.json), as :class:`hybridmoo.evaluate.SubnetEvaluator` does, so
+each checkpoint reproduces the accuracy its record holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from hybridmoo.archive import ParetoArchive
+from hybridmoo.errors import ConfigError
+from hybridmoo.export.files import read_manifest
+from hybridmoo.export.front import FrontPoint, export_front
+from hybridmoo.export.network import load_network
+from hybridmoo.space import REFINED
+
+PIPELINE_FILE = "pipeline.json"
+SUPERNET_DIR = "supernet"
+REFINED_DIR = "refined"
+EXPORT_DIR = "export"
+_KEY = re.compile(r"^[0-9a-f]{16,128}$")
+
+
+def export_run(run_dir: str | os.PathLike[str]) -> Path:
+    """Export the Pareto front of the supernet run in ``run_dir`` to ``run_dir/export``;
+    returns the path of its front.json."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: no such run directory")
+    if not (run_dir / SUPERNET_DIR).is_dir():
+        raise ConfigError(f"{run_dir} has no {SUPERNET_DIR}/ checkpoint: only supernet runs "
+                          "can be exported")
+    return export_run_front(run_dir)
+
+
+def export_run_front(run_dir: str | os.PathLike[str],
+                     out_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Export the front recorded in ``run_dir``'s journal (see the module docstring) to
+    ``out_dir`` (default ``run_dir/export``); returns the path of front.json."""
+    from hybridmoo.data import make_data
+    from hybridmoo.report import read_run
+    from hybridmoo.supernet.training import calibration_batches, prepare_subnet
+
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    archive = ParetoArchive(run.objectives)
+    for r in run.history:
+        archive.add(r)
+    if not archive.front:
+        raise ConfigError(f"{run_dir}: the run has no feasible result to export")
+    settings = read_pipeline(run_dir)
+    data = make_data(settings["data"], settings["image_size"])
+    batches = calibration_batches(data, settings["batch_size"], settings["seed"],
+                                  settings["bn_batches"])
+    if not batches:
+        raise ConfigError(f"{run_dir}: batch_size {settings['batch_size']} leaves no "
+                          "calibration batch")
+    supernet = None
+    points = []
+    evaluation = {id(r): n for n, r in enumerate(run.history, 1)}
+    for r in archive.front:
+        lineage: dict[str, Any] = {"evaluation": evaluation[id(r)]}
+        if r.candidate.origin == REFINED:
+            directory = _refined_dir(run_dir, r.key)
+            net = load_network(directory)
+            lineage["refinement"] = read_manifest(directory).get("meta", {})
+        else:
+            if supernet is None:
+                from hybridmoo.supernet import load_supernet
+
+                supernet = load_supernet(run_dir / SUPERNET_DIR)
+            net = prepare_subnet(supernet, r.config, batches)
+        device = r.info.get("device") if isinstance(r.info.get("device"), str) else None
+        points.append(FrontPoint(net, r, device=device or settings.get("device_name"),
+                                 lineage=lineage))
+    inputs = [x for x, _ in batches]
+    return export_front(points, out_dir or run_dir / EXPORT_DIR, objectives=run.objectives,
+                        example=inputs[0][:1], calibration=inputs)
+
+
+def read_pipeline(run_dir: Path) -> dict[str, Any]:
+    """``pipeline.json`` of a supernet run, type-checked."""
+    path = run_dir / PIPELINE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir}: no {PIPELINE_FILE} (how its sub-networks were "
+                          "calibrated)") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict) or "data" not in data:
+        raise ConfigError(f"{path}: needs a 'data' entry ('digits' or {{root: folder}})")
+    out = dict(data)
+    for key, default, low in (("image_size", None, 1), ("batch_size", 64, 1),
+                              ("bn_batches", 4, 1), ("seed", 0, 0)):
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{path}: {key} must be an int >= {low}, got {value!r}")
+        out[key] = value
+    if not isinstance(out.get("device_name", ""), str):
+        raise ConfigError(f"{path}: device_name must be a string, got {out['device_name']!r}")
+    return out
+
+
+def _refined_dir(run_dir: Path, key: str) -> Path:
+    if not _KEY.match(key):
+        raise ConfigError(f"{run_dir}: refined record key {key!r} is not a hex digest")
+    path = run_dir / REFINED_DIR / key
+    if not path.is_dir():
+        raise ConfigError(f"{run_dir}: the refined network {key[:8]} has no {REFINED_DIR}/{key}/ "
+                          "directory")
+    return path

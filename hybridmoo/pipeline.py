@@ -1,0 +1,195 @@
+"""The supernet pipeline: train (or reuse) a supernet, search its sub-networks on measured
+accuracy / latency / size with gradient refinement rounds, export the front, write the report.
+
+Run directory::
+
+    pipeline.json        the pipeline config (a resumed run must match it)
+    supernet/            the trained supernet checkpoint (hybridmoo.supernet.load_supernet)
+    run.json, journal.jsonl   the search journal (hybridmoo.journal)
+    refined/<key>/       weights of every refined network (hybridmoo.export.save_network)
+    export/              one checkpoint per front point + front.json / front.csv
+    report/report.html   the report, with its PNG figures
+
+Every stage resumes: training from its last checkpoint, the search from its journal (refined
+networks are saved before their record is journaled), export and report are rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hybridmoo.errors import ConfigError, RunDirError
+from hybridmoo.objectives import EvalResult
+from hybridmoo.pipeline_config import PipelineConfig
+from hybridmoo.search import RefineSchedule, SearchResult, search
+
+log = logging.getLogger("hybridmoo")
+
+PIPELINE_FILE = "pipeline.json"
+SUPERNET_DIR = "supernet"
+REFINED_DIR = "refined"
+
+
+@dataclass
+class PipelineResult:
+    """What a pipeline run produced."""
+
+    search: SearchResult
+    run_dir: Path
+    train_metrics: dict[str, float]
+    export_dir: Path | None = None
+    report: Path | None = None
+
+
+def run_pipeline(cfg: PipelineConfig, *, resume: bool = False,
+                 progress: bool | None = None) -> PipelineResult:
+    """Run every stage of ``cfg`` (see the module docstring); ``resume`` continues a run."""
+    from hybridmoo.evaluate import SubnetEvaluator
+
+    run_dir = Path(cfg.run_dir)
+    _write_settings(run_dir, cfg, resume)
+    supernet, data, metrics = _supernet(cfg, run_dir, resume, progress)
+    latency: Any = "measure"
+    if cfg.evaluation.get("latency_model"):
+        from hybridmoo.evaluate import LatencyModel
+
+        latency = LatencyModel.load(cfg.evaluation["latency_model"])
+    evaluator = SubnetEvaluator(supernet, data, latency=latency, **_evaluator_options(cfg))
+    objectives = [o for o in evaluator.objectives if o.name in cfg.objectives]
+    result = search(supernet.space, evaluator, objectives,
+                    algorithm=cfg.algorithm or _default_algorithm(),
+                    algorithm_options=cfg.algorithm_options, max_evals=cfg.max_evals,
+                    seed=cfg.seed, backend=cfg.backend, workers=cfg.workers, run_dir=run_dir,
+                    resume=resume, refine=_schedule(cfg, supernet, data, evaluator, run_dir),
+                    progress=progress)
+    export_dir = report = None
+    if cfg.export:
+        from hybridmoo.export import export_run
+
+        export_dir = export_run(run_dir)
+    if cfg.report:
+        from hybridmoo.report import report_run
+
+        report = report_run(run_dir)
+    return PipelineResult(result, run_dir, metrics, export_dir, report)
+
+
+def pipeline_settings(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings a pipeline run directory was made with (what export needs to rebuild
+    data batches: data, image_size, batch sizes, seed)."""
+    path = Path(run_dir) / PIPELINE_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no {PIPELINE_FILE}: not a supernet pipeline run")
+    return json.loads(path.read_text())
+
+
+def refined_dir(run_dir: str | os.PathLike[str], key: str) -> Path:
+    """Where the weights of the refined network with record key ``key`` live."""
+    if not key.isalnum():  # keys are hex digests; anything else must not become a path
+        raise ConfigError(f"invalid record key {key!r}")
+    return Path(run_dir) / REFINED_DIR / key
+
+
+def _write_settings(run_dir: Path, cfg: PipelineConfig, resume: bool) -> None:
+    settings = json.loads(json.dumps(_settings(cfg), default=str))
+    path = run_dir / PIPELINE_FILE
+    if resume:
+        if not path.is_file():
+            raise RunDirError(f"cannot resume: {run_dir} holds no pipeline ({PIPELINE_FILE} "
+                              "missing)")
+        old = json.loads(path.read_text())
+        changed = sorted(k for k in set(old) | set(settings)
+                         if old.get(k) != settings.get(k) and k not in ("max_evals", "backend",
+                                                                         "workers"))
+        if changed:
+            raise RunDirError(f"cannot resume {run_dir}: the pipeline was started with "
+                              f"different {changed}")
+    elif path.exists() or (run_dir / "run.json").exists():
+        raise RunDirError(f"run directory {run_dir} already holds a run; resume it (--resume) "
+                          "or choose another directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(settings, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _settings(cfg: PipelineConfig) -> dict[str, Any]:
+    train = cfg.train.to_dict()
+    train.pop("run_dir", None)
+    out = {k: v for k, v in asdict(cfg).items() if k not in ("train", "run_dir", "source")}
+    out["train"] = train
+    # how the evaluator rebuilds BatchNorm / calibration batches (export repeats it)
+    options = _evaluator_options(cfg)
+    out.update(data=train["data"], image_size=train["image_size"],
+               batch_size=options["batch_size"], bn_batches=options["bn_batches"],
+               seed=options["seed"])
+    return out
+
+
+def _supernet(cfg: PipelineConfig, run_dir: Path, resume: bool, progress: bool | None
+              ) -> tuple[Any, Any, dict[str, float]]:
+    """The trained supernet: trained now, resumed, or (when finished) loaded."""
+    from hybridmoo.data import make_data
+    from hybridmoo.supernet import load_supernet, train_supernet
+    from hybridmoo.supernet.checkpoint import META_FILE
+
+    train_dir = run_dir / SUPERNET_DIR
+    meta_path = train_dir / META_FILE
+    if resume and meta_path.is_file():
+        meta = json.loads(meta_path.read_text()).get("meta", {})
+        if int(meta.get("step", 0)) >= cfg.train.steps:
+            supernet = load_supernet(train_dir)
+            return supernet, make_data(cfg.train.data, cfg.train.image_size), meta.get(
+                "metrics", {})
+    trained = train_supernet(replace(cfg.train, run_dir=str(train_dir)),
+                             resume=resume and meta_path.is_file(), progress=progress)
+    return trained.supernet, trained.data, trained.metrics
+
+
+def _evaluator_options(cfg: PipelineConfig) -> dict[str, Any]:
+    """SubnetEvaluator keywords: the config's, with the training's calibration batches."""
+    options = dict(cfg.evaluation)
+    options.pop("latency_model", None)
+    options.setdefault("batch_size", cfg.train.batch_size)
+    options.setdefault("bn_batches", cfg.train.calib_batches)
+    options["seed"] = cfg.train.seed
+    return options
+
+
+def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,
+              run_dir: Path) -> RefineSchedule | None:
+    if cfg.refine is None:
+        return None
+    from hybridmoo.refine import Refiner, RefineSettings
+
+    options = dict(cfg.refine)
+    every, survivors = options.pop("every"), options.pop("survivors")
+    latency = evaluator.latency if hasattr(evaluator, "latency") else None
+    refiner = Refiner(supernet, data, RefineSettings.from_dict(options),
+                      measure=evaluator.measure_network,
+                      latency_model=latency if not isinstance(latency, str) else None)
+
+    def refine(survivors_: list[EvalResult], archive: Any) -> list[EvalResult]:
+        from hybridmoo.export import save_network
+
+        out = []
+        for result, network in refiner.refine(survivors_, archive.objectives):
+            if result.ok:  # weights first: a journaled refined record always has them
+                save_network(network, refined_dir(run_dir, result.key),
+                             meta={"config": result.config, "parents": result.candidate.parents})
+            out.append(result)
+        return out
+
+    return RefineSchedule(refine, every=every, survivors=survivors)
+
+
+def _default_algorithm() -> str:
+    from hybridmoo.proposers import DEFAULT_ALGORITHM
+
+    return DEFAULT_ALGORITHM
+

@@ -1,0 +1,187 @@
+"""Supernet pipeline configs: a run config whose ``supernet:`` block replaces ``space`` and
+``evaluate`` (``hybridmoo search --config pipeline.yaml``)::
+
+    supernet:                   # a supernet training config (see hybridmoo/supernet/train_config)
+      model: test_resnet
+      steps: 300
+    evaluation:                 # how sub-networks are measured (hybridmoo.evaluate)
+      device: cpu
+      batch_size: 64            # BatchNorm recalibration batches (default: the training's)
+      eval_batch_size: 256      # held-out accuracy batches
+      latency_batch: 1          # batch size of the latency measurement
+      repeats: 20               # timed runs (median) after warmup runs
+      warmup: 3
+      bn_batches: 4             # BatchNorm recalibration batches before an evaluation
+      latency_model: null       # a `hybridmoo profile` file: predicted instead of measured latency
+    objectives: [accuracy, latency_ms, size_bytes]   # optional: pick among these
+    algorithm: surrogate
+    max_evals: 60
+    seed: 0
+    refine:                     # optional: gradient refinement rounds (hybridmoo.refine)
+      every: 20                 # evolutionary evaluations between rounds (and one at the end)
+      survivors: 4              # front points refined per round
+      steps: 40                 # and any other RefineSettings key
+      solver: mgda
+    export: true                # export the final front (run_dir/export/)
+    report: true                # write run_dir/report/report.html
+    run_dir: runs/pipeline      # required; relative to the YAML file
+    backend: local
+    workers: 1
+
+Unknown keys and wrong types are :class:`ConfigError`\\ s naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hybridmoo.config import _Reader
+from hybridmoo.errors import ConfigError
+from hybridmoo.loading import did_you_mean
+
+PIPELINE_KEYS = ("supernet", "evaluation", "objectives", "algorithm", "algorithm_options",
+                 "max_evals", "seed", "refine", "export", "report", "run_dir", "backend",
+                 "workers")
+EVALUATION_KEYS = {"device": str, "batch_size": int, "eval_batch_size": int,
+                   "latency_batch": int, "repeats": int,
+                   "warmup": int, "bn_batches": int, "latency_model": str}
+SCHEDULE_KEYS = ("every", "survivors")
+OBJECTIVE_NAMES = ("accuracy", "latency_ms", "size_bytes")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A validated supernet pipeline run (see the module docstring)."""
+
+    train: Any  # hybridmoo.supernet.TrainConfig (imported lazily: it needs no torch, but keeps
+    #             this module's imports as light as hybridmoo.config's)
+    run_dir: Path
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    objectives: tuple[str, ...] = OBJECTIVE_NAMES
+    algorithm: str | None = None
+    algorithm_options: dict[str, Any] = field(default_factory=dict)
+    max_evals: int = 60
+    seed: int = 0
+    refine: dict[str, Any] | None = None  # every, survivors + RefineSettings keys
+    export: bool = True
+    report: bool = True
+    backend: str = "local"
+    workers: int = 1
+    source: str = "config"
+
+
+def is_pipeline_config(data: Any) -> bool:
+    """True for a config mapping that describes a supernet pipeline."""
+    return isinstance(data, Mapping) and "supernet" in data
+
+
+def pipeline_config_from_dict(data: Mapping[str, Any], *,
+                              base_dir: str | os.PathLike[str] | None = None,
+                              source: str = "config") -> PipelineConfig:
+    """Validate a pipeline config mapping; relative paths are taken from ``base_dir``."""
+    return _PipelineReader(source, Path(base_dir) if base_dir is not None else None).read(data)
+
+
+class _PipelineReader(_Reader):
+    def read(self, data: Any) -> PipelineConfig:  # type: ignore[override]
+        from hybridmoo.supernet.train_config import TrainConfig
+
+        for key in data:
+            if key not in PIPELINE_KEYS:
+                self.fail(f"unknown key {key!r}{did_you_mean(str(key), PIPELINE_KEYS)}; a "
+                          f"supernet pipeline takes: {', '.join(PIPELINE_KEYS)}")
+        try:
+            train = TrainConfig.from_dict(data["supernet"], base_dir=self.base_dir,
+                                          source=f"{self.source}: supernet")
+        except ConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        run_dir = self.run_dir(data.get("run_dir"))
+        if run_dir is None:
+            self.fail("run_dir is required for a supernet pipeline (the supernet, journal, "
+                      "exported checkpoints and report go there)")
+        algorithm = data.get("algorithm")
+        return PipelineConfig(
+            train=train, run_dir=run_dir,
+            evaluation=self.evaluation(data.get("evaluation")),
+            objectives=self.objective_names(data.get("objectives")),
+            algorithm=self.algorithm(algorithm) if algorithm is not None else None,
+            algorithm_options=self.options(data, "algorithm_options"),
+            max_evals=self.integer(data, "max_evals", 60, minimum=1),
+            seed=self.integer(data, "seed", 0, minimum=0),
+            refine=self.refine(data.get("refine")),
+            export=self.flag(data, "export"), report=self.flag(data, "report"),
+            backend=self.backend(data.get("backend", "local")),
+            workers=self.integer(data, "workers", 1, minimum=1), source=self.source)
+
+    def evaluation(self, value: Any) -> dict[str, Any]:
+        fields = self.record("evaluation", value or {}, tuple(EVALUATION_KEYS))
+        out: dict[str, Any] = {}
+        for key, value in fields.items():
+            kind = EVALUATION_KEYS[key]
+            if value is None and key == "latency_model":
+                continue
+            if kind is int:
+                out[key] = self.integer(fields, key, 1, minimum=0 if key == "warmup" else 1)
+            else:
+                out[key] = self.string(f"evaluation.{key}", value)
+        if "latency_model" in out:
+            path = Path(out["latency_model"]).expanduser()
+            if not path.is_absolute() and self.base_dir is not None:
+                path = self.base_dir / path
+            out["latency_model"] = str(path)
+        return out
+
+    def objective_names(self, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return OBJECTIVE_NAMES
+        if not isinstance(value, list) or not value:
+            self.fail(f"objectives must be a non-empty list of names among "
+                      f"{', '.join(OBJECTIVE_NAMES)}, got {value!r}")
+        for name in value:
+            if name not in OBJECTIVE_NAMES:
+                self.fail(f"objectives: unknown objective {name!r}"
+                          f"{did_you_mean(str(name), OBJECTIVE_NAMES)}; a supernet pipeline "
+                          f"measures {', '.join(OBJECTIVE_NAMES)}")
+        self.unique("objectives", list(value))
+        if "accuracy" not in value:
+            self.fail("objectives must include accuracy")
+        return tuple(value)
+
+    def refine(self, value: Any) -> dict[str, Any] | None:
+        if value is None or value is False:
+            return None
+        if not isinstance(value, Mapping):
+            self.fail(f"refine must be a mapping (every, survivors, steps, solver, ...), got "
+                      f"{value!r}")
+        from hybridmoo.refine import RefineSettings
+
+        schedule = {k: self.integer(value, k, 1, minimum=1) for k in SCHEDULE_KEYS if k in value}
+        settings = {k: v for k, v in value.items() if k not in SCHEDULE_KEYS}
+        try:
+            RefineSettings.from_dict(settings)
+        except ConfigError as exc:
+            self.fail(f"refine: {exc}")
+        return {"every": 20, "survivors": 4, **schedule, **settings}
+
+    def flag(self, data: Mapping[str, Any], key: str) -> bool:
+        value = data.get(key, True)
+        if not isinstance(value, bool):
+            self.fail(f"{key} must be true or false, got {value!r}")
+        return value
+
+
+def load_pipeline_config(path: str | os.PathLike[str],
+                         overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
+    """Read a YAML pipeline config; ``overrides`` (command-line flags, ``None`` = not given)
+    replace its top-level keys, a relative ``run_dir`` among them taken as given."""
+    from hybridmoo.config import read_config_file
+
+    data = read_config_file(path)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = str(Path(value).absolute()) if key == "run_dir" else value
+    return pipeline_config_from_dict(data, base_dir=Path(path).parent, source=str(path))

@@ -1,0 +1,251 @@
+"""Refine one network: gates and learned quantizer steps, K multi-objective steps, harden.
+
+The objectives, each divided by its value at the start (so every one begins at 1):
+
+- ``task``: cross-entropy on the labels, mixed with KL distillation from the teacher (the
+  supernet's largest network) when one is given and ``settings.distill`` is on;
+- ``latency``: the latency model's prediction from the expected per-layer costs (a fitted
+  :class:`hybridmoo.evaluate.LatencyModel`, or latency proportional to MACs without one);
+- ``size``: the expected size in bytes.
+
+Each step takes one gradient per objective, solves the chosen :mod:`hybridmoo.gradmoo`
+problem per parameter role (weights and steps; gates) under the preference, and applies the
+combined gradient with Adam (its per-coordinate scaling means a solver's common descent
+direction is followed in sign, not exactly).
+
+A non-finite loss or gradient ends the refinement, and so does a task loss above both
+``max_loss_ratio`` times its first value and the cross-entropy of a uniform guess (a trained
+network's loss is tiny: ten times it is an ordinary trade-off, not an explosion). The working
+copy, with the step that broke it, is then discarded and the input network is returned
+untouched with the reason; nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybridmoo.data import ImageData, batches_per_epoch, epoch_batches
+from hybridmoo.errors import ConfigError
+from hybridmoo.evaluate.latency_model import LatencyModel
+from hybridmoo.quant import FakeQuant
+from hybridmoo.quant import calibrate as calibrate_quant
+from hybridmoo.quant.calibration import module_device
+from hybridmoo.refine.combine import combined, gram, solver_weights
+from hybridmoo.refine.costs import (
+    NetProfile,
+    expected_costs,
+    latency,
+    macs_model,
+    profile,
+    total_bytes,
+    total_macs,
+)
+from hybridmoo.refine.gates import GatedNet, attach, find_groups, plain_copy
+from hybridmoo.refine.harden import harden
+from hybridmoo.refine.settings import RefineSettings
+from hybridmoo.supernet.bn import recalibrate_bn
+
+OBJECTIVES = ("task", "latency", "size")
+
+
+@dataclass
+class RefineOutcome:
+    """What refining one network gave. ``network`` is the hardened network, or the input
+    network itself (unchanged) when ``ok`` is False; ``losses`` are the normalised
+    ``[task, latency, size]`` of each step taken, ``gate_weights`` the solver's weights on the
+    gate parameters per step; costs are the differentiable model's ``macs``, ``bytes`` and
+    ``latency`` before the first and after the last step; ``channels`` maps each gate group
+    to ``(kept, total)`` units."""
+
+    network: nn.Module
+    ok: bool
+    reason: str | None = None
+    losses: list[list[float]] = field(default_factory=list)
+    gate_weights: list[list[float]] = field(default_factory=list)
+    initial_costs: dict[str, float] = field(default_factory=dict)
+    final_costs: dict[str, float] = field(default_factory=dict)
+    channels: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+class _Stop(Exception):
+    """The refinement of this network ends without a result."""
+
+
+def refine_network(net: nn.Module, *, data: ImageData, settings: RefineSettings,
+                   preference: np.ndarray | None = None, teacher: nn.Module | None = None,
+                   latency_model: LatencyModel | None = None, example: torch.Tensor | None = None,
+                   references: np.ndarray | None = None, index: int = 0) -> RefineOutcome:
+    """Refine a copy of ``net`` (an extracted sub-network) on ``data.train`` for
+    ``settings.steps`` steps under ``preference`` over ``[task, latency, size]`` (default
+    uniform), harden it and recalibrate its BatchNorm and activation ranges. ``example`` is
+    one input batch for tracing (default: the first training image); ``references`` and
+    ``index`` are Pareto MTL's reference vectors and this network's row among them."""
+    if not isinstance(settings, RefineSettings):
+        raise ConfigError(f"settings must be RefineSettings, got {type(settings).__name__}")
+    pref = check_preference(preference, settings.solver)
+    work = copy.deepcopy(net).eval()
+    device = module_device(work)
+    calib = calibration_batches(data, settings)
+    if example is None:
+        example = data.train[0][0].unsqueeze(0)
+    example = example.to(device)
+    if any(isinstance(m, FakeQuant) and m.a_bits < 32 and torch.isnan(m.act_range).any()
+           for m in work.modules()):
+        calibrate_quant(work, calib)
+    plain = plain_copy(work)
+    groups = find_groups(plain, example)
+    quant = {n: (m.w_bits, m.a_bits) for n, m in work.named_modules()
+             if isinstance(m, FakeQuant)}
+    prof = profile(plain, example, quant)
+    del plain
+    for p in work.parameters():
+        p.requires_grad_(True)
+    gated = attach(work, groups, init=settings.gate_init, seed=settings.seed)
+    outcome = RefineOutcome(net, ok=False)
+    model = latency_model if latency_model is not None else macs_model()
+    try:
+        _optimise(gated, prof, data, settings, pref, teacher, model, references, index,
+                  outcome)
+    except _Stop as stop:
+        outcome.reason = str(stop)
+        return outcome
+    outcome.channels = harden(gated, settings.divisor)
+    recalibrate_bn(work, calib)
+    if any(isinstance(m, FakeQuant) for m in work.modules()):
+        calibrate_quant(work, calib)
+    for p in work.parameters():
+        p.grad = None
+    outcome.network, outcome.ok = work.eval(), True
+    return outcome
+
+
+def _optimise(gated: GatedNet, prof: NetProfile, data: ImageData, settings: RefineSettings,
+              pref: np.ndarray, teacher: nn.Module | None, latency_model: LatencyModel,
+              references: np.ndarray | None, index: int, outcome: RefineOutcome) -> None:
+    net, bank = gated.net, gated.bank
+    device = module_device(net)
+    weights, gates = gated.parameters_by_role()
+    optimizer = torch.optim.Adam([{"params": weights, "lr": settings.lr},
+                                  {"params": gates, "lr": settings.gate_lr}])
+    rng = np.random.default_rng(settings.seed)
+    start = {k: v.detach() for k, v in _costs(gated, prof, latency_model).items()}
+    outcome.initial_costs = {k: float(v) for k, v in start.items()}
+    task0, chance = None, math.inf
+    for step, (x, y) in zip(range(settings.steps), training_batches(data, settings), strict=False):
+        bank.stochastic = settings.sample_gates
+        logits = net(x.to(device))
+        task = task_loss(logits, y.to(device), teacher, x.to(device), settings)
+        now = _costs(gated, prof, latency_model)
+        if task0 is None:
+            task0 = float(task.detach())
+            chance = math.log(logits.shape[-1])  # cross-entropy of a uniform guess
+            if not math.isfinite(task0):
+                raise _Stop(f"non-finite task loss at step {step}: {task0}")
+        losses = [task / max(task0, 1e-6), now["latency"] / start["latency"],
+                  now["bytes"] / start["bytes"]]
+        values = np.array([float(v.detach()) for v in losses])
+        if not np.all(np.isfinite(values)):
+            named = ", ".join(f"{n}={v:.4g}" for n, v in zip(OBJECTIVES, values, strict=True))
+            raise _Stop(f"non-finite loss at step {step}: {named}")
+        if float(task.detach()) > max(settings.max_loss_ratio * task0, chance):
+            raise _Stop(f"task loss exploded at step {step}: {float(task.detach()):.4g} > "
+                        f"{settings.max_loss_ratio} x {task0:.4g} and > chance level "
+                        f"{chance:.4g}")
+        solve = (settings.solver, values, pref, rng, settings, references, index, step)
+        weight_dir, _ = _direction(weights, losses, *solve)
+        gate_dir, gate_w = _direction(gates, losses, *solve)
+        optimizer.zero_grad(set_to_none=True)
+        for p, d in zip([*weights, *gates], [*weight_dir, *gate_dir], strict=True):
+            p.grad = d
+        optimizer.step()
+        outcome.losses.append(values.tolist())
+        outcome.gate_weights.append(gate_w)
+    bank.stochastic = False
+    final = _costs(gated, prof, latency_model)
+    outcome.final_costs = {k: float(v.detach()) for k, v in final.items()}
+
+
+def _direction(params: list[nn.Parameter], losses: list[torch.Tensor], solver: str,
+               values: np.ndarray, pref: np.ndarray, rng: np.random.Generator,
+               settings: RefineSettings, references: np.ndarray | None, index: int,
+               step: int) -> tuple[list[torch.Tensor | None], list[float]]:
+    """The solver's combined gradient on ``params`` and its weights."""
+    grads = [torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+             for loss in losses]
+    try:
+        w = solver_weights(solver, gram(grads), values, pref, rng, settings.solver_options,
+                           references, index, settings.normalize_gradients)
+    except (ValueError, RuntimeError) as exc:
+        raise _Stop(f"solver {solver!r} failed at step {step}: {exc}") from None
+    direction = combined(grads, w)
+    if any(d is not None and not torch.isfinite(d).all() for d in direction):
+        raise _Stop(f"non-finite gradient at step {step}")
+    return direction, w.tolist()
+
+
+def _costs(gated: GatedNet, prof: NetProfile,
+           latency_model: LatencyModel) -> dict[str, torch.Tensor]:
+    costs = expected_costs(prof, gated.dims, gated.bank.keep_probs())
+    return {"macs": total_macs(costs), "bytes": total_bytes(costs, prof),
+            "latency": latency(costs, latency_model)}
+
+
+def task_loss(logits: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None,
+              x: torch.Tensor, settings: RefineSettings) -> torch.Tensor:
+    """Cross-entropy, mixed with ``distill_weight`` x T^2 KL(teacher || student) at
+    temperature T when distilling from ``teacher``."""
+    loss = F.cross_entropy(logits, y)
+    if teacher is None or not settings.distill or settings.distill_weight == 0:
+        return loss
+    with torch.no_grad():
+        target = teacher(x)
+    t = settings.distill_temperature
+    kd = F.kl_div(F.log_softmax(logits / t, dim=-1), F.softmax(target / t, dim=-1),
+                  reduction="batchmean") * t * t
+    return (1 - settings.distill_weight) * loss + settings.distill_weight * kd
+
+
+def check_preference(preference: Any, solver: str) -> np.ndarray:
+    """The preference over [task, latency, size] normalised to sum 1 (uniform when None);
+    EPO needs every entry > 0."""
+    if preference is None:
+        return np.full(len(OBJECTIVES), 1.0 / len(OBJECTIVES))
+    p = np.asarray(preference, dtype=np.float64)
+    if p.shape != (len(OBJECTIVES),) or not np.all(np.isfinite(p)) or np.any(p < 0) \
+            or p.sum() <= 0:
+        raise ConfigError(f"preference must be 3 finite numbers >= 0 (task, latency, size), "
+                          f"not all zero; got {preference!r}")
+    if solver == "epo" and np.any(p <= 0):
+        raise ConfigError(f"solver 'epo' needs a preference > 0 everywhere, got {preference!r}")
+    return p / p.sum()
+
+
+def calibration_batches(data: ImageData, settings: RefineSettings) -> list[Any]:
+    """The training batches BatchNorm and activation ranges are recalibrated on."""
+    batches = list(itertools.islice(
+        epoch_batches(data.train, settings.batch_size, settings.seed + 1, 0),
+        settings.calib_batches))
+    if not batches:
+        raise ConfigError(f"refine batch_size {settings.batch_size} exceeds the "
+                          f"{len(data.train)} training examples")
+    return batches
+
+
+def training_batches(data: ImageData, settings: RefineSettings
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled training batches, epoch after epoch."""
+    if batches_per_epoch(data.train, settings.batch_size) == 0:
+        raise ConfigError(f"refine batch_size {settings.batch_size} exceeds the "
+                          f"{len(data.train)} training examples")
+    for epoch in itertools.count():
+        yield from epoch_batches(data.train, settings.batch_size, settings.seed, epoch)

@@ -1,0 +1,116 @@
+"""The refiner the search loop calls: survivors in, refined, re-measured candidates out."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from hybridmoo.data import ImageData
+from hybridmoo.errors import ConfigError
+from hybridmoo.evaluate.latency_model import LatencyModel
+from hybridmoo.objectives import EvalResult, Objective, minimization_matrix
+from hybridmoo.refine.loop import RefineOutcome, calibration_batches, refine_network
+from hybridmoo.refine.preference import refinement_preference
+from hybridmoo.refine.settings import RefineSettings
+from hybridmoo.space import Candidate
+from hybridmoo.supernet.supernet import Supernet
+from hybridmoo.supernet.training import prepare_subnet
+
+Measure = Callable[[nn.Module], Mapping[str, Any]]
+
+
+class Refiner:
+    """Refines survivors of the search: each one's sub-network is extracted (BatchNorm and
+    activation ranges recalibrated, as ``evaluate_subnet`` does), refined under the
+    preference its position on the survivors' front gives (:mod:`hybridmoo.refine.preference`),
+    hardened, and measured again with ``measure`` (the search's own measurement, returning the
+    objective values by name)."""
+
+    def __init__(self, supernet: Supernet, data: ImageData,
+                 settings: RefineSettings | Mapping[str, Any], *, measure: Measure,
+                 latency_model: LatencyModel | None = None) -> None:
+        if not isinstance(supernet, Supernet):
+            raise ConfigError(f"Refiner needs a Supernet, got {type(supernet).__name__}")
+        if not callable(measure):
+            raise ConfigError("Refiner needs a measure(network) -> dict callable")
+        self.supernet = supernet
+        self.data = data
+        self.settings = (settings if isinstance(settings, RefineSettings)
+                         else RefineSettings.from_dict(settings))
+        self.measure = measure
+        self.latency_model = latency_model
+        self._teacher: nn.Module | None = None
+
+    def refine(self, survivors: Sequence[EvalResult], objectives: Sequence[Objective]
+               ) -> list[tuple[EvalResult, nn.Module | None]]:
+        """One refined result per successful survivor: ``EvalResult(Candidate(config,
+        origin="refine", parents=(survivor.key,)), measured values, info)`` and its hardened
+        network. A failed refinement or measurement is ``ok=False`` with the reason (also in
+        ``info["reason"]``) and no network, so nothing of it can be saved."""
+        usable = [s for s in survivors if s.ok]
+        if not usable:
+            return []
+        F = minimization_matrix(usable, objectives)
+        prefs = np.array([refinement_preference(F, i, objectives) for i in range(len(usable))])
+        teacher = self.teacher() if self.settings.distill else None
+        return [self._one(s, prefs, i, objectives, teacher) for i, s in enumerate(usable)]
+
+    def teacher(self) -> nn.Module:
+        """The supernet's largest sub-network (FP32), extracted once, BatchNorm recalibrated."""
+        if self._teacher is None:
+            self._teacher = self.extract(self.supernet.largest()).requires_grad_(False)
+        return self._teacher
+
+    def extract(self, config: Mapping[str, Any]) -> nn.Module:
+        """Sub-network ``config`` as ``evaluate_subnet`` prepares it."""
+        return prepare_subnet(self.supernet, config, calibration_batches(self.data, self.settings))
+
+    def _one(self, survivor: EvalResult, prefs: np.ndarray, index: int,
+             objectives: Sequence[Objective], teacher: nn.Module | None
+             ) -> tuple[EvalResult, nn.Module | None]:
+        start = time.perf_counter()
+        candidate = Candidate(dict(survivor.config), origin="refine", parents=(survivor.key,))
+        info: dict[str, Any] = {"solver": self.settings.solver, "steps": 0,
+                                "preference": [round(float(v), 6) for v in prefs[index]],
+                                "reason": None}
+
+        def failed(reason: str) -> tuple[EvalResult, None]:
+            info["reason"] = reason
+            return EvalResult(candidate, ok=False, reason=reason, info=info,
+                              elapsed_s=time.perf_counter() - start), None
+
+        try:
+            outcome = refine_network(
+                self.extract(survivor.config), data=self.data, settings=self.settings,
+                preference=prefs[index], teacher=teacher, latency_model=self.latency_model,
+                references=prefs, index=index)
+        except Exception as exc:  # one survivor's failure must not end the search
+            return failed(f"refinement failed: {type(exc).__name__}: {exc}")
+        info.update(_summary(outcome))
+        if not outcome.ok:
+            return failed(outcome.reason or "refinement failed")
+        try:
+            measured = self.measure(outcome.network)
+        except Exception as exc:  # a failing measurement is a result, not a crash
+            return failed(f"measurement failed: {type(exc).__name__}: {exc}")
+        values = {}
+        for o in objectives:
+            v = measured.get(o.name) if isinstance(measured, Mapping) else None
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                return failed(f"measure returned no finite {o.name!r}: {v!r}")
+            values[o.name] = float(v)
+        return EvalResult(candidate, values, ok=True, info=info,
+                          elapsed_s=time.perf_counter() - start), outcome.network
+
+
+def _summary(outcome: RefineOutcome) -> dict[str, Any]:
+    return {"steps": len(outcome.losses),
+            "channels": {k: list(v) for k, v in outcome.channels.items()},
+            "final_losses": outcome.losses[-1] if outcome.losses else None,
+            "initial_costs": outcome.initial_costs, "final_costs": outcome.final_costs}

@@ -1,0 +1,133 @@
+"""Hybrid search (evolution + gradient refinement) vs evolution only vs refinement only, at
+equal wall-clock budget, on the built-in digits task (issue 5).
+
+Per seed: one supernet of timm's test_resnet is trained on digits (cached in --out), then each
+variant gets the same number of seconds:
+
+- ``evolution``: the default engine alone;
+- ``hybrid``: the default engine with a refinement round after every ``--every`` evaluations;
+- ``refine-only``: random sub-networks, each batch of ``--every`` refined right away.
+
+The final fronts are compared on true measured metrics (accuracy on the validation split,
+measured latency, size in bytes) by hypervolume under one normalisation per seed (the ideal and
+nadir of all three variants' fronts together). Prints a table and the hybrid / evolution ratio.
+
+    OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --seeds 3 --budget-s 150
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = ("evolution", "hybrid", "refine-only")
+
+
+def supernet_for(seed: int, steps: int, out: Path):
+    from hybridmoo.data import make_data
+    from hybridmoo.supernet import load_supernet, train_supernet
+
+    run_dir = out / f"supernet_seed{seed}"
+    if (run_dir / "supernet.json").is_file():
+        meta = json.loads((run_dir / "supernet.json").read_text())["meta"]
+        if meta.get("step") == steps:
+            return load_supernet(run_dir), make_data("digits", 32)
+    trained = train_supernet({"model": "test_resnet", "image_size": 32, "steps": steps,
+                              "seed": seed, "run_dir": str(run_dir), "save_every": steps},
+                             progress=False)
+    return trained.supernet, trained.data
+
+
+def run_variant(variant: str, sn, data, seed: int, args) -> tuple[list, float, int]:
+    from hybridmoo import search
+    from hybridmoo.evaluate import SubnetEvaluator
+    from hybridmoo.refine import Refiner
+    from hybridmoo.search import RefineSchedule
+
+    evaluator = SubnetEvaluator(sn, data, latency_batch=args.latency_batch, repeats=10,
+                                warmup=2, seed=seed)
+    refine = None
+    if variant != "evolution":
+        refiner = Refiner(sn, data, {"steps": args.refine_steps, "solver": args.solver,
+                                     "seed": seed}, measure=evaluator.measure_network)
+
+        def step(survivors, archive):
+            return [result for result, _ in refiner.refine(survivors, archive.objectives)]
+
+        survivors = args.survivors if variant == "hybrid" else args.every
+        refine = RefineSchedule(step, every=args.every, survivors=survivors, final_round=False)
+    start = time.monotonic()
+    result = search(sn.space, evaluator, evaluator.objectives,
+                    algorithm="random" if variant == "refine-only" else args.algorithm,
+                    max_evals=100_000, seed=seed, refine=refine, max_seconds=args.budget_s,
+                    progress=False)
+    seconds = time.monotonic() - start
+    return result.front, seconds, len(result.history)
+
+
+def hypervolumes(fronts: dict[str, list], objectives) -> dict[str, float]:
+    from hybridmoo.archive import hypervolume
+    from hybridmoo.objectives import minimization_matrix
+
+    matrices = {v: minimization_matrix(f, objectives) for v, f in fronts.items()}
+    every = np.vstack(list(matrices.values()))
+    ideal, nadir = every.min(axis=0), every.max(axis=0)
+    return {v: hypervolume(F, ideal, nadir) for v, F in matrices.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget-s", type=float, default=150.0)
+    parser.add_argument("--steps", type=int, default=300, help="supernet training steps")
+    parser.add_argument("--every", type=int, default=12)
+    parser.add_argument("--survivors", type=int, default=4)
+    parser.add_argument("--refine-steps", type=int, default=30)
+    parser.add_argument("--solver", default="pcgrad")
+    parser.add_argument("--algorithm", default="surrogate")
+    parser.add_argument("--latency-batch", type=int, default=8)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--out", type=Path, default=Path("bench_out/hybrid"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    variants = args.variants.split(",")
+    rows = []
+    for seed in range(args.seeds):
+        sn, data = supernet_for(seed, args.steps, args.out)
+        fronts, info = {}, {}
+        for variant in variants:
+            front, seconds, n = run_variant(variant, sn, data, seed, args)
+            fronts[variant] = front
+            refined = sum(r.candidate.origin == "refine" for r in front)
+            info[variant] = (seconds, n, len(front), refined)
+        from hybridmoo.evaluate import OBJECTIVES
+
+        hv = hypervolumes(fronts, OBJECTIVES)
+        for variant in variants:
+            seconds, n, size, refined = info[variant]
+            rows.append({"seed": seed, "variant": variant, "hv": hv[variant], "seconds": seconds,
+                         "records": n, "front": size, "refined_on_front": refined})
+            print(json.dumps(rows[-1]), flush=True)
+    print("\n| variant | HV mean | HV per seed | seconds | records | front (refined) |")
+    print("|---|---|---|---|---|---|")
+    for variant in variants:
+        mine = [r for r in rows if r["variant"] == variant]
+        print(f"| {variant} | {np.mean([r['hv'] for r in mine]):.3f} | "
+              + " / ".join(f"{r['hv']:.3f}" for r in mine)
+              + f" | {np.mean([r['seconds'] for r in mine]):.0f} | "
+              + " / ".join(str(r["records"]) for r in mine) + " | "
+              + " / ".join(f"{r['front']} ({r['refined_on_front']})" for r in mine) + " |")
+    if {"hybrid", "evolution"} <= set(variants):
+        ratios = [h["hv"] / e["hv"] for h, e in zip(
+            [r for r in rows if r["variant"] == "hybrid"],
+            [r for r in rows if r["variant"] == "evolution"], strict=True)]
+        print(f"\nhybrid / evolution hypervolume: mean {np.mean(ratios):.3f} "
+              f"(per seed {', '.join(f'{x:.3f}' for x in ratios)}; target >= 1.05)")
+
+
+if __name__ == "__main__":
+    main()

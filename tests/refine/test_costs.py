@@ -1,0 +1,66 @@
+"""Differentiable costs agree with the evaluator's counts and move with the gates."""
+
+import pytest
+import torch
+
+from hybridmoo.evaluate.latency_model import LatencyModel, layer_costs
+from hybridmoo.evaluate.measure import count_macs, size_bytes
+from hybridmoo.quant import FakeQuant
+from hybridmoo.refine.costs import (
+    expected_costs,
+    latency,
+    macs_model,
+    profile,
+    total_bytes,
+    total_macs,
+)
+from hybridmoo.refine.gates import GateBank, find_groups, layer_dims, plain_copy
+from hybridmoo.supernet import make_supernet
+
+
+def _setup(net, example):
+    plain = plain_copy(net)
+    groups = find_groups(plain, example)
+    quant = {n: (m.w_bits, m.a_bits) for n, m in net.named_modules() if isinstance(m, FakeQuant)}
+    return groups, profile(plain, example, quant)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_full_width_costs_equal_the_evaluators_counts(subnet, random_config, data, seed):
+    net = subnet(random_config(seed))
+    example = data.val.tensors[0][:1]
+    groups, prof = _setup(net, example)
+    costs = expected_costs(prof, layer_dims(groups), [torch.ones(g.size) for g in groups])
+    assert float(total_macs(costs)) == pytest.approx(count_macs(net, example), rel=1e-6)
+    assert float(total_bytes(costs, prof)) == pytest.approx(size_bytes(net), rel=1e-6)
+    model = macs_model()
+    assert float(latency(costs, model)) == pytest.approx(model.predict(net, example), rel=1e-6)
+    assert set(costs) >= set(layer_costs(net, example))
+
+
+def test_vit_costs_count_attention_and_heads(data):
+    sn = make_supernet("test_vit", num_classes=10, image_size=32)
+    net = sn.extract(sn.largest())
+    example = data.val.tensors[0][:1]
+    groups, prof = _setup(net, example)
+    ones = [torch.ones(g.size) for g in groups]
+    full = total_macs(expected_costs(prof, layer_dims(groups), ones))
+    assert float(full) == pytest.approx(count_macs(net, example), rel=1e-6)
+    heads = [i for i, g in enumerate(groups) if g.is_heads]
+    halved = [k * 0.5 if i in heads else k for i, k in enumerate(ones)]
+    assert float(total_macs(expected_costs(prof, layer_dims(groups), halved))) < float(full)
+
+
+def test_costs_are_differentiable_and_fall_when_gates_close(subnet, mid_config, data):
+    net = subnet(mid_config(w_bits=4))
+    groups, prof = _setup(net, data.val.tensors[0][:1])
+    bank = GateBank(groups, init=3.0, seed=0)
+    costs = expected_costs(prof, layer_dims(groups), bank.keep_probs())
+    fitted = LatencyModel.fit(
+        [(layer_costs(net, data.val.tensors[0][:1]), "torch", 2.0)],
+        fingerprint="t", device="cpu", runtime="torch")
+    for value in (latency(costs, macs_model()), latency(costs, fitted),
+                  total_bytes(costs, prof)):
+        grads = torch.autograd.grad(value, list(bank.log_alpha), retain_graph=True)
+        assert all(bool((g >= 0).all()) for g in grads)
+        assert sum(float(g.sum()) for g in grads) > 0

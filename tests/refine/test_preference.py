@@ -1,0 +1,61 @@
+"""Preferences from front positions, and the refinement settings."""
+
+import numpy as np
+import pytest
+
+from hybridmoo.errors import ConfigError
+from hybridmoo.objectives import Objective
+from hybridmoo.refine import RefineSettings, preference_from_front, refinement_preference
+
+FRONT = np.array([[-0.99, 4.0, 400.0],   # most accurate, slowest, largest
+                  [-0.95, 2.0, 200.0],
+                  [-0.80, 1.0, 100.0]])  # least accurate, fastest, smallest
+
+
+def test_extremes_prefer_their_own_objective_and_preferences_sum_to_one():
+    F = np.array([[0.0, 1.0], [0.3, 0.4], [1.0, 0.0]])
+    prefs = [preference_from_front(F, i) for i in range(3)]
+    assert all(p.sum() == pytest.approx(1.0) and np.all(p > 0) for p in prefs)
+    assert np.argmax(prefs[0]) == 0 and np.argmax(prefs[2]) == 1
+    assert prefs[0][0] > prefs[1][0] > prefs[2][0]  # monotone along the front
+    assert np.allclose(preference_from_front(F[:1], 0), [0.5, 0.5])
+
+
+def test_extreme_points_of_a_three_objective_front():
+    F = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.5, 0.5, 0.5]])
+    for i in range(3):
+        assert np.argmax(preference_from_front(F, i)) == i
+    assert np.allclose(preference_from_front(F, 3), 1 / 3)
+
+
+@pytest.mark.parametrize("F, index", [(np.zeros((0, 2)), 0), (np.array([[np.nan, 1.0]]), 0),
+                                      (np.ones((2, 2)), 2), (np.ones(3), 0)])
+def test_bad_fronts_are_config_errors(F, index):
+    with pytest.raises(ConfigError):
+        preference_from_front(F, index)
+
+
+def test_search_objectives_map_onto_task_latency_size():
+    objectives = [Objective("accuracy", "max"), Objective("latency_ms"),
+                  Objective("size_bytes")]
+    first = refinement_preference(FRONT, 0, objectives)
+    last = refinement_preference(FRONT, 2, objectives)
+    assert first.sum() == pytest.approx(1.0) and np.argmax(first) == 0
+    assert first[0] > last[0] and last[1] > first[1] and last[2] > first[2]
+    two = refinement_preference(FRONT[:, :2], 2, objectives[:2])
+    assert two[2] == pytest.approx(two.min())  # size: not an objective of this search
+    with pytest.raises(ConfigError, match="maps to task"):
+        refinement_preference(FRONT[:, :1], 0, [Objective("fairness")])
+
+
+def test_settings_validate_and_reject_unknown_keys():
+    s = RefineSettings.from_dict({"steps": 5, "solver": "cagrad", "solver_options": {"c": 0.2}})
+    assert s.steps == 5 and s.to_dict()["solver_options"] == {"c": 0.2}
+    for bad in ({"stepz": 3}, {"solver": "nope"}, {"steps": 0}, {"lr": -1.0},
+                {"gate_init": 1.0}, {"max_loss_ratio": 1.0}, {"distill": "yes"},
+                {"solver": "mgda", "solver_options": {"c": 0.2}}, {"distill_weight": 2.0}):
+        with pytest.raises(ConfigError) as info:
+            RefineSettings.from_dict(bad)
+        assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="mapping"):
+        RefineSettings.from_dict([("steps", 3)])

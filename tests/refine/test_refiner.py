@@ -1,0 +1,93 @@
+"""The Refiner the search calls: survivors in, refined and re-measured candidates out."""
+
+import math
+
+import pytest
+import torch
+
+from hybridmoo.evaluate.latency_model import LatencyModel, layer_costs
+from hybridmoo.evaluate.measure import count_macs, size_bytes
+from hybridmoo.objectives import EvalResult, Objective
+from hybridmoo.refine import Refiner, RefineSettings
+from hybridmoo.refine.costs import macs_model
+from hybridmoo.space import Candidate
+from hybridmoo.supernet.training import accuracy
+
+OBJECTIVES = (Objective("accuracy", "max"), Objective("latency_ms"), Objective("size_bytes"))
+
+
+def _measure(data):
+    example = data.val.tensors[0][:1]
+    model = macs_model()
+
+    def measure(net):
+        return {"accuracy": 100.0 * accuracy(net, data.val),
+                "latency_ms": model.predict(net, example), "size_bytes": size_bytes(net),
+                "macs": count_macs(net, example)}
+    return measure
+
+
+def _survivors(trained, subnet, measure, configs):
+    out = []
+    for config in configs:
+        values = measure(subnet(config))
+        out.append(EvalResult(Candidate(config), {o.name: values[o.name] for o in OBJECTIVES}))
+    return out
+
+
+def test_refiner_returns_measured_refine_candidates_with_lineage(trained, subnet, data,
+                                                                  mid_config):
+    measure = _measure(data)
+    small = dict(mid_config(w_bits=4), **{"layer3.0.width": 0.5, "layer4.0.width": 0.5})
+    survivors = _survivors(trained, subnet, measure, [mid_config(w_bits=8), small])
+    refiner = Refiner(trained, data, {"steps": 6, "solver": "epo"}, measure=measure)
+    results = refiner.refine(survivors, OBJECTIVES)
+    assert len(results) == 2
+    prefs = [r.info["preference"] for r, _ in results]
+    assert prefs[0][0] > prefs[1][0] and prefs[1][1] > prefs[0][1]  # spread along the front
+    for (result, net), parent in zip(results, survivors, strict=True):
+        assert result.ok and result.reason is None, result.reason
+        assert result.candidate.origin == "refine"
+        assert result.candidate.parents == (parent.key,)
+        assert result.config == parent.config
+        assert result.info["solver"] == "epo" and result.info["steps"] == 6
+        assert set(result.values) == {o.name for o in OBJECTIVES}
+        assert all(math.isfinite(v) for v in result.values.values())
+        assert result.values == {o.name: measure(net)[o.name] for o in OBJECTIVES}
+        assert all(kept <= total for kept, total in result.info["channels"].values())
+
+
+def test_a_failing_survivor_is_a_result_without_a_network(trained, subnet, data, mid_config):
+    measure = _measure(data)
+    survivors = _survivors(trained, subnet, measure, [mid_config()])
+
+    def broken(net):
+        raise RuntimeError("device lost")
+
+    refiner = Refiner(trained, data, RefineSettings(steps=2, distill=False), measure=broken)
+    [(result, net)] = refiner.refine(survivors, OBJECTIVES)
+    assert not result.ok and net is None
+    assert "device lost" in result.reason and result.info["reason"] == result.reason
+    failed = EvalResult(Candidate(mid_config()), ok=False, reason="x")
+    assert refiner.refine([failed], OBJECTIVES) == []
+
+
+def test_refiner_uses_a_fitted_latency_model(trained, subnet, data, mid_config):
+    example = data.val.tensors[0][:1]
+    samples = []
+    for ratio in (0.25, 0.5, 1.0):
+        config = dict(mid_config(w_bits=32),
+                      **{k: ratio for k, dim in trained.space.dims.items()
+                         if k.endswith("width") and dim.contains(ratio)})
+        costs = layer_costs(subnet(config), example)
+        samples.append((costs, "torch", 0.2 + sum(float(c.macs) for c in costs.values()) / 1e6))
+    model = LatencyModel.fit(samples, fingerprint="t", device="cpu", runtime="torch")
+    measure = _measure(data)
+    survivors = _survivors(trained, subnet, measure, [mid_config(w_bits=32)])
+    refiner = Refiner(trained, data, RefineSettings(steps=3, distill=False), measure=measure,
+                      latency_model=model)
+    [(result, net)] = refiner.refine(survivors, OBJECTIVES)
+    assert result.ok, result.reason
+    assert result.info["initial_costs"]["latency"] == pytest.approx(
+        model.predict(subnet(mid_config(w_bits=32)), example), rel=0.05)
+    assert isinstance(net, torch.nn.Module)
