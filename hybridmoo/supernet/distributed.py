@@ -21,18 +21,22 @@ normalises the whole batch at once.
 Rank 0 writes the checkpoints (:func:`~hybridmoo.supernet.checkpoint.save_checkpoint`) to
 ``run_dir`` every ``save_every`` steps and at the end, with the validation metrics; the driver
 loads the final one back. ``run_dir`` must be on a file system every worker sees (for resume
-and for the driver); without one, a temporary directory holds the final checkpoint. Ray Train's
-own storage goes to a temporary directory removed afterwards.
+and for the driver); without a ``run_dir`` (one machine only) a temporary directory of the
+driver's holds the final checkpoint. Ray Train's own storage goes to a temporary directory,
+removed afterwards: no checkpoint goes through Ray's (pickling) checkpoint machinery.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,9 +69,10 @@ log = logging.getLogger("hybridmoo")
 _BN = torch.nn.modules.batchnorm._BatchNorm
 
 
-def train_supernet_distributed(config: TrainConfig, *, workers: int = 2, use_gpu: bool = False,
-                               address: str | None = None, resume: bool = False,
-                               progress: bool | None = None) -> TrainResult:
+def train_supernet_distributed(config: TrainConfig | Mapping[str, Any], *, workers: int = 2,
+                               use_gpu: bool = False, address: str | None = None,
+                               resume: bool = False, progress: bool | None = None
+                               ) -> TrainResult:
     """Train as :func:`~hybridmoo.supernet.training.train_supernet` does, on ``workers``
     data-parallel Ray Train workers (one GPU each with ``use_gpu``). ``address`` joins a Ray
     cluster as :class:`~hybridmoo.backends.RayBackend` does (None: ``RAY_ADDRESS`` or a
@@ -85,6 +90,10 @@ def train_supernet_distributed(config: TrainConfig, *, workers: int = 2, use_gpu
         raise ConfigError("resume needs a run_dir")
     if resume:
         read_checkpoint(run_dir)  # a missing or broken checkpoint fails here, before Ray starts
+    data = make_data(cfg.data, cfg.image_size)
+    if batches_per_epoch(data.train, cfg.batch_size) == 0:
+        raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(data.train)} "
+                          "training examples")
     connection = connect(address, float(workers))
     try:
         _check_cluster(workers, use_gpu)
@@ -98,7 +107,7 @@ def train_supernet_distributed(config: TrainConfig, *, workers: int = 2, use_gpu
     finally:
         disconnect(connection)
     meta = info["meta"]
-    return TrainResult(sn, make_data(cfg.data, cfg.image_size), int(meta["step"]),
+    return TrainResult(sn, data, int(meta["step"]),
                        [float(v) for v in meta["losses"]], dict(meta["metrics"]), seconds,
                        run_dir, int(meta["skipped_steps"]))
 
@@ -120,15 +129,20 @@ def _check_cluster(workers: int, use_gpu: bool) -> None:
 def _fit(cfg: TrainConfig, workers: int, use_gpu: bool, resume: bool, save_dir: Path,
          storage: Path, progress: bool | None) -> None:
     import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+
+    try:
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+    except ImportError as exc:
+        raise ConfigError(f"distributed training needs Ray Train: pip install 'ray[train]' "
+                          f"({one_line(exc)})") from None
 
     from hybridmoo.backends.ray_cluster import LOOPBACK_HOSTS
 
     env = {"OMP_NUM_THREADS": "1"}
     if ray.util.get_node_ip_address() in LOOPBACK_HOSTS:
         env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo would bind to the host name's address
-    queue = _progress_queue(progress, cfg.steps)
+    queue = _progress_queue(progress)
     job = _Job(cfg, resume, str(save_dir), queue)
     trainer = TorchTrainer(
         _worker, train_loop_config={"job": job},
@@ -136,14 +150,14 @@ def _fit(cfg: TrainConfig, workers: int, use_gpu: bool, resume: bool, save_dir: 
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(name="train-supernet", storage_path=str(storage),
                              worker_runtime_env={"env_vars": env}))
-    with _ProgressPump(queue, cfg.steps, progress):
-        try:
+    try:
+        with _ProgressPump(queue, cfg.steps, progress):
             trainer.fit()
-        except ray.train.TrainingFailedError as exc:
-            raise _user_error(exc) from None
-        finally:
-            if queue is not None:
-                queue.shutdown()
+    except ray.train.TrainingFailedError as exc:
+        raise _user_error(exc) from None
+    finally:
+        if queue is not None:
+            queue.shutdown()
 
 
 def _user_error(exc: BaseException) -> BaseException:
@@ -161,9 +175,8 @@ def _user_error(exc: BaseException) -> BaseException:
     return ConfigError(f"distributed supernet training failed: {one_line(exc)}")
 
 
-def _progress_queue(progress: bool | None, total: int) -> Any:
-    import sys
-
+def _progress_queue(progress: bool | None) -> Any:
+    """A queue actor for rank 0's progress messages, when the progress bar shows."""
     if not (sys.stderr.isatty() if progress is None else progress):
         return None
     from ray.util.queue import Queue
@@ -195,12 +208,14 @@ class _ProgressPump:
     def _pump(self) -> None:
         from ray.util.queue import Empty
 
-        while not self.done.is_set():
+        while True:  # until training is over and every message is shown
             try:
                 step, loss = self.queue.get(timeout=0.5)
             except Empty:
+                if self.done.is_set():
+                    return
                 continue
-            except Exception:  # the queue actor is gone at shutdown
+            except Exception:  # the queue actor died: no more progress to show
                 return
             self.bar.update(step, f"loss {loss:.3f}")
 
@@ -240,12 +255,9 @@ def _worker(loop_config: dict[str, Any]) -> None:
         step, losses = _resume(save_dir, sn, optimizer, rng, cfg)
         scheduler.step_update(step)
     _broadcast_state(sn)
-    per_epoch = batches_per_epoch(data.train, cfg.batch_size)
-    if per_epoch == 0:
-        raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(data.train)} "
-                          "training examples")
+    per_epoch = batches_per_epoch(data.train, cfg.batch_size)  # > 0: the driver checked
     sync = GradientSync(sn, len(range(rank, cfg.batch_size, world)) / cfg.batch_size)
-    bad_in_a_row, skipped = 0, sum(v != v for v in losses)  # v != v: NaN
+    bad_in_a_row, skipped = 0, sum(math.isnan(v) for v in losses)
     periodic = cfg.run_dir is not None and cfg.save_every > 0
     while step < cfg.steps:
         epoch, skip = divmod(step, per_epoch)
@@ -294,8 +306,6 @@ class GradientSync:
         self.params = [p for p in sn.parameters() if p.requires_grad]
         self.bns = [m for m in sn.modules() if isinstance(m, _BN) and m.track_running_stats]
         self.weight = weight
-        self.dtype = functools.reduce(torch.promote_types, (p.dtype for p in self.params),
-                                      torch.float32)
 
     def __call__(self, sn: torch.nn.Module, loss: float, finite: bool) -> tuple[float, bool]:
         import torch.distributed as dist
@@ -306,10 +316,10 @@ class GradientSync:
         parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
                  for p in self.params]
         parts += [t.reshape(-1) for t in stats]
-        flat = torch.cat([t.to(self.dtype) for t in parts]) * self.weight
+        flat = _flat(parts) * self.weight
         tail = [float(p.grad is not None) for p in self.params]
         tail += [loss * self.weight, 0.0 if finite else 1.0]
-        flat = torch.cat([flat, torch.tensor(tail, dtype=self.dtype, device=device)])
+        flat = torch.cat([flat, torch.tensor(tail, dtype=flat.dtype, device=device)])
         dist.all_reduce(flat)
         offset = 0
         with torch.no_grad():
@@ -331,8 +341,8 @@ def _broadcast_state(sn: Supernet) -> None:
     """Rank 0's parameters and buffers to every replica (as DDP does at construction)."""
     import torch.distributed as dist
 
-    tensors = [t for t in (*sn.parameters(), *sn.buffers()) if t.is_floating_point()]
-    flat = torch.cat([t.detach().reshape(-1).double() for t in tensors])
+    tensors = _float_state(sn)
+    flat = _flat(tensors)
     dist.broadcast(flat, src=0)
     offset = 0
     with torch.no_grad():
@@ -345,9 +355,18 @@ def _check_replicas_agree(sn: Supernet) -> None:
     """The replicas' weights must be identical at the end (one collective); else a bug."""
     import torch.distributed as dist
 
-    flat = torch.cat([t.detach().reshape(-1).double() for t in
-                      (*sn.parameters(), *sn.buffers()) if t.is_floating_point()])
+    flat = _flat(_float_state(sn))
     both = torch.cat([flat, -flat])
     dist.all_reduce(both, op=dist.ReduceOp.MAX)
     if not torch.equal(both[:flat.numel()], -both[flat.numel():]):
         raise HybridMooError("the training replicas' weights diverged")
+
+
+def _float_state(sn: torch.nn.Module) -> list[torch.Tensor]:
+    return [t for t in (*sn.parameters(), *sn.buffers()) if t.is_floating_point()]
+
+
+def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """One flat copy of ``tensors`` in a dtype that holds each exactly (one collective)."""
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors), torch.float32)
+    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
