@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latency batch size (default 1)")
     p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), default="auto",
                    help="auto: INT8 networks through onnxruntime on the CPU, others in torch")
+    p.add_argument("--sampling", choices=("spread", "uniform"), default="spread",
+                   help="sub-networks spread over the size range (default) or uniform per "
+                        "dimension (almost all near the middle size)")
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(command=_cmd_profile)
@@ -342,7 +345,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     result = profile(sn, device=args.device, samples=args.samples,
                      test_samples=args.test_samples, batch_size=args.batch_size,
                      seed=args.seed, runtime=args.runtime, data=data,
-                     progress=False if args.quiet else None)
+                     sampling=args.sampling, progress=False if args.quiet else None)
     result.model.save(out)
     console.print(f"device: {result.model.device}")
     console.print(f"latency noise: median CV {result.cv_median:.3f}, max CV {result.cv_max:.3f} "

@@ -197,6 +197,13 @@ class SearchSpace:
         """One config drawn uniformly at random."""
         return self.decode(rng.integers(0, self.sizes))
 
+    def sample_spread(self, rng: np.random.Generator) -> dict[str, Scalar]:
+        """One config from anywhere between the first and last values: a level ``p ~ U(0, 1)``,
+        then each dimension's index ``~ Binomial(size - 1, p)``. Uniform draws of many
+        dimensions land near the middle; these cover the whole range (of sizes, when a space
+        orders its values by size, as supernet spaces do)."""
+        return self.decode(rng.binomial(self.sizes - 1, rng.uniform()))
+
     def encode(self, config: Mapping[str, Any]) -> np.ndarray:
         """Config -> integer vector (index of each value in its dimension)."""
         self.validate(config)

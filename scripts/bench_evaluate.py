@@ -82,6 +82,7 @@ def main() -> None:
     p.add_argument("--candidates", type=int, default=10)
     p.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnxruntime"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampling", default="spread", choices=("spread", "uniform"))
     p.add_argument("--skip-profile", action="store_true")
     p.add_argument("--out", help="also write the numbers as JSON here")
     args = p.parse_args()
@@ -95,12 +96,12 @@ def main() -> None:
     if not args.skip_profile:
         result = profile(sn, device=args.device, samples=args.samples,
                          test_samples=args.test_samples, repeats=args.repeats, data=data,
-                         runtime=args.runtime, seed=args.seed)
+                         runtime=args.runtime, seed=args.seed, sampling=args.sampling)
         report["profile"] = {**result.model.quality, "seconds": result.seconds,
                              "device_name": result.model.device}
         q = result.model.quality
         print(f"latency model: Kendall tau {q['kendall_tau']:.3f} on {q['test_samples']} "
-              f"held-out sub-networks, MAPE {q['mape']:.3f}; latency CV median "
+              f"held-out sub-networks ({args.sampling}), MAPE {q['mape']:.3f}; latency CV median "
               f"{q['cv_median']:.3f}, max {q['cv_max']:.3f} ({args.repeats} repeats); "
               f"{result.seconds:.0f} s on {result.model.device}")
     ev = SubnetEvaluator(sn, data, device=args.device, repeats=args.repeats,

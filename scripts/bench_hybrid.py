@@ -53,7 +53,8 @@ def run_variant(variant: str, sn, data, seed: int, args) -> tuple[list, float, i
     refine = None
     if variant != "evolution":
         refiner = Refiner(sn, data, {"steps": args.refine_steps, "solver": args.solver,
-                                     "seed": seed}, measure=evaluator.measure_network)
+                                     "lr": args.lr, "seed": seed},
+                          measure=evaluator.measure_network)
 
         def step(survivors, archive):
             return [result for result, _ in refiner.refine(survivors, archive.objectives)]
@@ -87,7 +88,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=12)
     parser.add_argument("--survivors", type=int, default=4)
     parser.add_argument("--refine-steps", type=int, default=30)
-    parser.add_argument("--solver", default="pcgrad")
+    parser.add_argument("--solver", default="linear")
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--algorithm", default="surrogate")
     parser.add_argument("--latency-batch", type=int, default=8)
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -102,6 +104,8 @@ def main() -> None:
         for variant in variants:
             front, seconds, n = run_variant(variant, sn, data, seed, args)
             fronts[variant] = front
+            (args.out / f"front_seed{seed}_{variant}.json").write_text(json.dumps(
+                [r.to_json() for r in front], indent=1))
             refined = sum(r.candidate.origin == "refine" for r in front)
             info[variant] = (seconds, n, len(front), refined)
         from hybridmoo.evaluate import OBJECTIVES

@@ -81,20 +81,13 @@ def bench_digits(model: str, steps: int, batch: int, subnets: int, seed: int) ->
     for kind in ("uniform", "spread"):
         sizes, accs = [], []
         for _ in range(subnets):
-            config = fp32(sn.space.sample(rng) if kind == "uniform" else spread(sn.space, rng))
+            draw = sn.space.sample if kind == "uniform" else sn.space.sample_spread
+            config = fp32(draw(rng))
             sizes.append(sum(p.numel() for p in sn.extract(config).parameters()))
             accs.append(evaluate_subnet(sn, config, data, cfg, "test"))
         out[f"spearman_{kind}"] = float(spearmanr(sizes, accs).statistic)
         out[f"range_{kind}"] = (min(accs), max(accs))
     return out
-
-
-def spread(space, rng: np.random.Generator) -> dict:
-    """A random config whose size lies anywhere from smallest to largest: a level p ~ U(0, 1)
-    per config, each dimension's index ~ Binomial(size - 1, p) (uniform sampling puts almost
-    every config near the middle size)."""
-    p = rng.uniform()
-    return space.decode(rng.binomial(space.sizes - 1, p))
 
 
 def fp32(config: dict) -> dict:

@@ -3,11 +3,17 @@
 A network's cost is a list of :class:`LayerCost` (kind, MACs per image, parameters, and how
 much the layer is ``active``). :class:`LatencyModel` predicts milliseconds as
 
-    intercept[rt] + sum over layers of  active * (per_layer[rt][kind] + per_mmac[rt][kind] * MMACs)
+    intercept[rt] + sum over layers of  active * (per_layer[rt][kind]
+                                                  + per_mmac[rt][kind] * MMACs
+                                                  + per_mparam[rt][kind] * Mparams)
 
 with one table per runtime ``rt`` (torch, onnxruntime-fp32, onnxruntime-int8: a network runs on
 one of them, see :mod:`hybridmoo.evaluate.latency`) and every coefficient >= 0 (non-negative
-least squares). It is linear in MACs and ``active``, so with tensors for those fields
+least squares on the *relative* error, so that small and large networks count alike, which is
+what ranking them needs). The parameter term is the weight traffic of a run: a layer's time is
+not its MACs alone (narrow layers stream their weights at a worse MAC rate, and onnxruntime's
+QDQ graph dequantizes the weights of an int8 layer it does not fuse into a QLinearConv on every
+run). The model is linear in MACs, parameters and ``active``, so with tensors for those fields
 :meth:`LatencyModel.predict_from_layers` is a differentiable latency surrogate.
 """
 
@@ -31,7 +37,7 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.latency import LATENCY_KINDS, ORT_FP32, ORT_INT8, TORCH, check_runtime
 from hybridmoo.quant import FakeQuant
 
-FORMAT = 1
+FORMAT = 2  # 2 added per_mparam; format 1 files load with it 0
 INT8 = "-int8"
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
@@ -120,11 +126,14 @@ def supernet_fingerprint(supernet: Any) -> str:
 
 @dataclass
 class Table:
-    """Coefficients of one runtime: ms per network, per layer of a kind, per MMAC of a kind."""
+    """Coefficients of one runtime: ms per network, and per layer, per MMAC and per million
+    parameters of a layer kind (a kind missing from ``per_mparam`` costs nothing per
+    parameter)."""
 
     intercept: float = 0.0
     per_layer: dict[str, float] = field(default_factory=dict)
     per_mmac: dict[str, float] = field(default_factory=dict)
+    per_mparam: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,7 +153,8 @@ class LatencyModel:
     def fit(cls, samples: Sequence[tuple[Mapping[str, LayerCost], str, float]], *,
             fingerprint: str, device: str, device_type: str = "cpu", batch_size: int = 1,
             runtime: str = "auto", threads: int = 1) -> LatencyModel:
-        """Fit one table per latency kind from ``(costs, kind, measured ms)`` samples."""
+        """Fit one table per latency kind from ``(costs, kind, measured ms)`` samples
+        (non-negative least squares of the relative error; measurements must be > 0 ms)."""
         from scipy.optimize import nnls
 
         check_runtime(runtime)
@@ -156,13 +166,17 @@ class LatencyModel:
             kinds = sorted({lc.kind for c, _ in rows for lc in c.values()})
             x = np.array([_features(c, kinds) for c, _ in rows], dtype=float)
             y = np.array([ms for _, ms in rows], dtype=float)
+            if not np.all(np.isfinite(y)) or np.any(y <= 0):
+                raise ConfigError(f"latency measurements must be finite and > 0 ms ({kind})")
             scale = np.where(x.max(axis=0) > 0, x.max(axis=0), 1.0)
-            coef, _ = nnls(x / scale, y)
+            # relative error: row i divided by y_i (the ranking of fast and slow networks alike)
+            coef, _ = nnls(x / scale / y[:, None], np.ones_like(y))
             coef = coef / scale
             n = len(kinds)
             tables[kind] = Table(float(coef[-1]),
                                  {k: float(coef[n + i]) for i, k in enumerate(kinds)},
-                                 {k: float(coef[i]) for i, k in enumerate(kinds)})
+                                 {k: float(coef[i]) for i, k in enumerate(kinds)},
+                                 {k: float(coef[2 * n + i]) for i, k in enumerate(kinds)})
         if not tables:
             raise ConfigError("fitting a latency model needs at least one measured network")
         return cls(fingerprint, device, device_type, int(batch_size), runtime, tables,
@@ -191,7 +205,8 @@ class LatencyModel:
                 raise ConfigError(f"the latency model has no {c.kind!r} layers for {kind} "
                                   f"(layer {name!r})")
             total = total + c.active * (table.per_layer[c.kind]
-                                        + table.per_mmac[c.kind] * (c.macs / 1e6))
+                                        + table.per_mmac[c.kind] * (c.macs / 1e6)
+                                        + table.per_mparam.get(c.kind, 0.0) * (c.params / 1e6))
         return total
 
     def predict(self, net: nn.Module, example: torch.Tensor) -> float:
@@ -203,7 +218,8 @@ class LatencyModel:
                 "device_type": self.device_type, "batch_size": self.batch_size,
                 "runtime": self.runtime, "threads": self.threads, "quality": self.quality,
                 "tables": {k: {"intercept": t.intercept, "per_layer": t.per_layer,
-                               "per_mmac": t.per_mmac} for k, t in self.tables.items()}}
+                               "per_mmac": t.per_mmac, "per_mparam": t.per_mparam}
+                           for k, t in self.tables.items()}}
 
     def save(self, path: str | Path) -> Path:
         """Write the model as JSON (to a temporary file, then renamed)."""
@@ -247,8 +263,8 @@ class LatencyModel:
         def bad(what: str) -> ConfigError:
             return ConfigError(f"{source}: malformed latency model: {what}")
 
-        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
-            raise bad(f"expected format {FORMAT}")
+        if not isinstance(data, Mapping) or data.get("format") not in (1, FORMAT):
+            raise bad(f"expected format 1 or {FORMAT}")
         for key, kind in (("fingerprint", str), ("device", str), ("device_type", str),
                           ("runtime", str), ("batch_size", int), ("threads", int)):
             if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
@@ -263,13 +279,17 @@ class LatencyModel:
             if kind not in LATENCY_KINDS or not isinstance(t, Mapping):
                 raise bad(f"unknown table {kind!r}")
             try:
+                per_mparam = t.get("per_mparam", {}) if data["format"] >= 2 else {}
                 parsed[kind] = Table(_number(t["intercept"]),
                                      {str(k): _number(v) for k, v in t["per_layer"].items()},
-                                     {str(k): _number(v) for k, v in t["per_mmac"].items()})
+                                     {str(k): _number(v) for k, v in t["per_mmac"].items()},
+                                     {str(k): _number(v) for k, v in per_mparam.items()})
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise bad(f"table {kind!r}: {exc}") from None
             if set(parsed[kind].per_layer) != set(parsed[kind].per_mmac):
                 raise bad(f"table {kind!r}: per_layer and per_mmac name different layer kinds")
+            if not set(parsed[kind].per_mparam) <= set(parsed[kind].per_layer):
+                raise bad(f"table {kind!r}: per_mparam names layer kinds per_layer lacks")
         quality = data.get("quality", {})
         if not isinstance(quality, Mapping):
             raise bad("quality must be a mapping")
@@ -281,10 +301,13 @@ class LatencyModel:
 def _features(costs: Mapping[str, LayerCost], kinds: list[str]) -> list[float]:
     mmacs = dict.fromkeys(kinds, 0.0)
     count = dict.fromkeys(kinds, 0.0)
+    mparams = dict.fromkeys(kinds, 0.0)
     for c in costs.values():
         mmacs[c.kind] += float(c.active) * float(c.macs) / 1e6
         count[c.kind] += float(c.active)
-    return [*(mmacs[k] for k in kinds), *(count[k] for k in kinds), 1.0]
+        mparams[c.kind] += float(c.active) * float(c.params) / 1e6
+    return [*(mmacs[k] for k in kinds), *(count[k] for k in kinds),
+            *(mparams[k] for k in kinds), 1.0]
 
 
 def _number(value: Any) -> float:

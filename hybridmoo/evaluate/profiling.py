@@ -58,10 +58,13 @@ class ProfileResult:
 def profile(supernet: Supernet, *, device: str = "cpu", samples: int = 60,
             test_samples: int = 50, batch_size: int = 1, seed: int = 0,
             runtime: str = "auto", warmup: int = 3, repeats: int = 20, threads: int = 1,
-            data: ImageData | None = None, progress: bool | None = None) -> ProfileResult:
+            data: ImageData | None = None, sampling: str = "spread",
+            progress: bool | None = None) -> ProfileResult:
     """Measure ``samples`` random sub-networks (half of them FP32, so every runtime gets
     measurements; plus the largest and smallest), fit a latency model, and test it on
-    ``test_samples`` other random sub-networks. Inputs are ``data``'s validation images, or
+    ``test_samples`` other random sub-networks. ``sampling`` draws them "spread" over the size
+    range (:meth:`SearchSpace.sample_spread`, what a search visits) or "uniform" per dimension
+    (almost all near the middle size). Inputs are ``data``'s validation images, or
     random ones; without calibrated activation ranges the supernet is calibrated on them for
     the duration of the profile."""
     for name, value, low in (("samples", samples, 2), ("test_samples", test_samples, 2),
@@ -70,6 +73,8 @@ def profile(supernet: Supernet, *, device: str = "cpu", samples: int = 60,
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
     check_runtime(runtime)
+    if sampling not in ("spread", "uniform"):
+        raise ConfigError(f"sampling must be 'spread' or 'uniform', got {sampling!r}")
     dev = resolve_device(device)
     start = time.perf_counter()
     example, calib = _inputs(supernet, data, batch_size, seed)
@@ -78,10 +83,11 @@ def profile(supernet: Supernet, *, device: str = "cpu", samples: int = 60,
     rng = np.random.default_rng(seed)
     fp32 = {n: 32 for n in space.names if n.endswith("_bits")}
     configs = [supernet.largest(), {**supernet.smallest(), **fp32}, supernet.smallest()]
-    configs += [space.sample(rng) | (fp32 if i % 2 == 0 else {})
+    draw = space.sample_spread if sampling == "spread" else space.sample
+    configs += [draw(rng) | (fp32 if i % 2 == 0 else {})
                 for i in range(max(samples - len(configs), 0))]
     test_rng = np.random.default_rng([seed, 1])
-    tests = [space.sample(test_rng) for _ in range(test_samples)]
+    tests = [draw(test_rng) for _ in range(test_samples)]
     kwargs = {"device": dev, "runtime": runtime, "warmup": warmup, "repeats": repeats,
               "threads": threads}
     saved_ranges, saved_device = dict(supernet.act_ranges), _module_device(supernet)
@@ -114,7 +120,8 @@ def profile(supernet: Supernet, *, device: str = "cpu", samples: int = 60,
         "kendall_tau": tau, "cv_median": statistics.median(cvs), "cv_max": max(cvs),
         "mape": float(np.mean([abs(p - m) / m for p, m in zip(predicted, measured,
                                                               strict=True)])),
-        "fit_samples": len(fit), "test_samples": len(test), "repeats": repeats}
+        "fit_samples": len(fit), "test_samples": len(test), "repeats": repeats,
+        "sampling": sampling}
     return ProfileResult(model, tau, statistics.median(cvs), max(cvs), fit, test, predicted,
                          time.perf_counter() - start)
 

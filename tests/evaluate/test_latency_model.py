@@ -19,11 +19,23 @@ from hybridmoo.supernet import make_supernet
 
 def _model(**kw):
     samples = []
-    for layers in range(1, 6):  # exactly 0.05 ms per conv + 0.002 ms per MMAC + 0.1 ms
-        costs = {f"c{i}": LayerCost("conv", 1e6 * (i + layers), 10.0) for i in range(layers)}
+    for layers in range(1, 7):  # 0.05 ms per conv + 0.002 ms per MMAC + 0.1 ms (no weights)
+        costs = {f"c{i}": LayerCost("conv", 1e6 * (i + layers), 0.0) for i in range(layers)}
         ms = 0.1 + sum(0.05 + 0.002 * float(c.macs) / 1e6 for c in costs.values())
         samples.append((costs, "torch", ms))
     return LatencyModel.fit(samples, fingerprint="toy:0", device="cpu model", **kw)
+
+
+def _weights_model():
+    samples = []  # 0.1 ms + per conv 0.05 ms + 0.002 ms per MMAC + 0.3 ms per million weights
+    for layers in range(1, 5):
+        for wide in (1, 3):
+            costs = {f"c{i}": LayerCost("conv", 1e6 * (i + layers), 1e5 * wide * (i % 2 + 1))
+                     for i in range(layers)}
+            ms = 0.1 + sum(0.05 + 0.002 * c.macs / 1e6 + 0.3 * c.params / 1e6
+                           for c in costs.values())
+            samples.append((costs, "torch", ms))
+    return LatencyModel.fit(samples, fingerprint="toy:0", device="cpu model")
 
 
 def test_layer_costs_add_up_to_the_flop_counter(supernet, widths):
@@ -49,7 +61,21 @@ def test_fit_recovers_exact_coefficients():
     assert table.per_mmac["conv"] == pytest.approx(0.002, abs=1e-7)
     assert table.intercept == pytest.approx(0.1, abs=1e-6)
     costs = {"a": LayerCost("conv", 3e6, 1.0)}
-    assert model.predict_from_layers(costs) == pytest.approx(0.1 + 0.05 + 0.006)
+    assert model.predict_from_layers(costs) == pytest.approx(0.1 + 0.05 + 0.006, rel=1e-4)
+
+
+def test_fit_recovers_the_per_parameter_cost():
+    table = _weights_model().tables["torch"]
+    assert table.per_mparam["conv"] == pytest.approx(0.3, abs=1e-5)
+    assert table.per_layer["conv"] == pytest.approx(0.05, abs=1e-5)
+    assert table.per_mmac["conv"] == pytest.approx(0.002, abs=1e-6)
+    assert table.intercept == pytest.approx(0.1, abs=1e-5)
+
+
+def test_fit_refuses_non_positive_measurements():
+    with pytest.raises(ConfigError, match="> 0 ms"):
+        LatencyModel.fit([({"a": LayerCost("conv", 1e6, 1.0)}, "torch", 0.0)],
+                         fingerprint="toy:0", device="cpu")
 
 
 def test_predict_from_layers_is_differentiable():
@@ -59,8 +85,12 @@ def test_predict_from_layers_is_differentiable():
     ms = model.predict_from_layers({"a": LayerCost("conv", macs, 1.0, gate)})
     assert isinstance(ms, torch.Tensor)
     ms.backward()
-    assert macs.grad == pytest.approx(0.5 * 0.002 / 1e6)
-    assert gate.grad == pytest.approx(0.05 + 0.002 * 2)
+    assert macs.grad == pytest.approx(0.5 * 0.002 / 1e6, rel=1e-4)
+    assert gate.grad == pytest.approx(0.05 + 0.002 * 2, rel=1e-4)
+    params = torch.tensor(2e5, requires_grad=True)
+    ms = _weights_model().predict_from_layers({"a": LayerCost("conv", 1e6, params, gate)})
+    ms.backward()
+    assert params.grad == pytest.approx(0.5 * 0.3 / 1e6, rel=1e-3)
 
 
 def test_unknown_layer_kind_is_refused():
@@ -77,6 +107,20 @@ def test_save_load_round_trip(tmp_path):
     assert loaded == model
 
 
+def test_load_reads_format_1_files_without_parameter_costs(tmp_path):
+    data = _weights_model().to_dict()
+    data["format"] = 1
+    for table in data["tables"].values():
+        del table["per_mparam"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old = LatencyModel.load(tmp_path / "old.json")
+    assert old.tables["torch"].per_mparam == {}
+    costs = {"a": LayerCost("conv", 1e6, 1e6)}
+    new = _weights_model()
+    assert old.predict_from_layers(costs) == pytest.approx(
+        new.predict_from_layers(costs) - new.tables["torch"].per_mparam["conv"])
+
+
 def test_load_refuses_another_models_table(tmp_path, supernet):
     path = _model().save(tmp_path / "lat.json")
     with pytest.raises(ConfigError, match="built for toy:0"):
@@ -86,6 +130,7 @@ def test_load_refuses_another_models_table(tmp_path, supernet):
 @pytest.mark.parametrize("edit", [
     lambda d: d.pop("tables"), lambda d: d.update(format=99),
     lambda d: d["tables"]["torch"]["per_mmac"].update(conv="fast"),
+    lambda d: d["tables"]["torch"]["per_mparam"].update(dwconv=1.0),
     lambda d: d.update(batch_size="one"), lambda d: d["tables"].update(tpu={})])
 def test_load_refuses_malformed_files(tmp_path, edit):
     data = _model().to_dict()
