@@ -21,7 +21,7 @@
       every: 20                 # evolutionary evaluations between rounds (and one at the end)
       survivors: 4              # front points refined per round
       steps: 40                 # and any other RefineSettings key
-      solver: mgda
+      solver: pcgrad
     export: true                # export the final front (run_dir/export/)
     report: true                # write run_dir/report/report.html
     run_dir: runs/pipeline      # required; relative to the YAML file

@@ -221,6 +221,8 @@ class _Loop:
             self.rounds += 1
         if not survivors:
             return
+        self.bar.update(self._evolved(), f"refinement round {self.rounds}: refining "
+                        f"{len(survivors)} survivors")
         for result in self.refine.refine(survivors, self.archive):
             result.info.update({"round": self.rounds, "round_survivors": keys})
             if self.journal is not None:

@@ -115,6 +115,14 @@ def main() -> None:
           f"(latency measurement {cost['latency_s'] * 1e3:.0f} ms); BN recalibration "
           f"{cost['bn_recal_s'] * 1e3:.1f} ms; images/s evaluator "
           f"{cost['eval_images_per_s']:.0f} vs bare {cost['bare_images_per_s']:.0f}")
+    if not args.skip_profile:  # the same candidates, latency predicted by the fitted model
+        ev = SubnetEvaluator(sn, data, device=args.device, latency=result.model,
+                             runtime=args.runtime, seed=args.seed)
+        predicted = evaluator_cost(ev, args.candidates, args.seed + 7)
+        report["evaluator_predicted_latency"] = predicted
+        print(f"evaluator with the latency model: whole evaluation without BN recalibration "
+              f"{predicted['total_minus_bn_ratio']:.2f}x the bare forward loop (accuracy pass "
+              f"{predicted['eval_ratio']:.2f}x)")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)

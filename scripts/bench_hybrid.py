@@ -9,8 +9,10 @@ variant gets the same number of seconds:
 - ``refine-only``: random sub-networks, each batch of ``--every`` refined right away.
 
 The final fronts are compared on true measured metrics (accuracy on the validation split,
-measured latency, size in bytes) by hypervolume under one normalisation per seed (the ideal and
-nadir of all three variants' fronts together). Prints a table and the hybrid / evolution ratio.
+measured latency, size in bytes; every front point re-measured side by side at the end, so
+latency drift between the runs does not decide) by hypervolume under one normalisation per
+seed (the ideal and nadir of all three variants' fronts together). Prints a table and the
+hybrid / evolution ratio.
 
     OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --seeds 3 --budget-s 150
 """
@@ -42,7 +44,9 @@ def supernet_for(seed: int, steps: int, out: Path):
     return trained.supernet, trained.data
 
 
-def run_variant(variant: str, sn, data, seed: int, args) -> tuple[list, float, int]:
+def run_variant(variant: str, sn, data, seed: int, args) -> tuple[list, float, int, dict]:
+    """The variant's final front, its wall time, its record count, and the refined networks
+    of its front (by key) for the final re-measurement."""
     from hybridmoo import search
     from hybridmoo.evaluate import SubnetEvaluator
     from hybridmoo.refine import Refiner
@@ -50,14 +54,18 @@ def run_variant(variant: str, sn, data, seed: int, args) -> tuple[list, float, i
 
     evaluator = SubnetEvaluator(sn, data, latency_batch=args.latency_batch, repeats=10,
                                 warmup=2, seed=seed)
-    refine = None
+    refine, networks = None, {}
     if variant != "evolution":
         refiner = Refiner(sn, data, {"steps": args.refine_steps, "solver": args.solver,
-                                     "lr": args.lr, "seed": seed},
+                                     "lr": args.lr, "divisor": args.divisor, "seed": seed},
                           measure=evaluator.measure_network)
 
         def step(survivors, archive):
-            return [result for result, _ in refiner.refine(survivors, archive.objectives)]
+            out = []
+            for result, network in refiner.refine(survivors, archive.objectives):
+                networks[result.key] = network
+                out.append(result)
+            return out
 
         survivors = args.survivors if variant == "hybrid" else args.every
         refine = RefineSchedule(step, every=args.every, survivors=survivors, final_round=False)
@@ -67,7 +75,32 @@ def run_variant(variant: str, sn, data, seed: int, args) -> tuple[list, float, i
                     max_evals=100_000, seed=seed, refine=refine, max_seconds=args.budget_s,
                     progress=False)
     seconds = time.monotonic() - start
-    return result.front, seconds, len(result.history)
+    front = result.front
+    return front, seconds, len(result.history), {r.key: networks[r.key] for r in front
+                                                 if r.key in networks}
+
+
+def remeasure(fronts: dict[str, list], networks: dict[str, dict], sn, data, seed: int,
+              args) -> dict[str, list]:
+    """Every variant's front measured again side by side (interleaved, more repeats), so that
+    latency drift between the variants' runs cannot decide the comparison."""
+    from hybridmoo import EvalResult
+    from hybridmoo.evaluate import SubnetEvaluator
+
+    evaluator = SubnetEvaluator(sn, data, latency_batch=args.latency_batch, repeats=30,
+                                warmup=3, seed=seed)
+    jobs = [(v, i) for v in fronts for i in range(len(fronts[v]))]
+    order = np.random.default_rng(seed).permutation(len(jobs))
+    values: dict[tuple[str, int], dict] = {}
+    for j in order:
+        v, i = jobs[j]
+        record = fronts[v][i]
+        net = networks[v].get(record.key)
+        measured = (evaluator.measure_network(net) if net is not None
+                    else evaluator(record.config))
+        values[v, i] = {o.name: float(measured[o.name]) for o in evaluator.objectives}
+    return {v: [EvalResult(r.candidate, values[v, i]) for i, r in enumerate(front)]
+            for v, front in fronts.items()}
 
 
 def hypervolumes(fronts: dict[str, list], objectives) -> dict[str, float]:
@@ -90,6 +123,7 @@ def main() -> None:
     parser.add_argument("--refine-steps", type=int, default=30)
     parser.add_argument("--solver", default="linear")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--divisor", type=int, default=8, help="hardened channel multiple")
     parser.add_argument("--algorithm", default="surrogate")
     parser.add_argument("--latency-batch", type=int, default=8)
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -100,14 +134,16 @@ def main() -> None:
     rows = []
     for seed in range(args.seeds):
         sn, data = supernet_for(seed, args.steps, args.out)
-        fronts, info = {}, {}
+        fronts, info, networks = {}, {}, {}
         for variant in variants:
-            front, seconds, n = run_variant(variant, sn, data, seed, args)
+            front, seconds, n, networks[variant] = run_variant(variant, sn, data, seed, args)
             fronts[variant] = front
-            (args.out / f"front_seed{seed}_{variant}.json").write_text(json.dumps(
-                [r.to_json() for r in front], indent=1))
             refined = sum(r.candidate.origin == "refine" for r in front)
             info[variant] = (seconds, n, len(front), refined)
+        fronts = remeasure(fronts, networks, sn, data, seed, args)
+        for variant, front in fronts.items():
+            (args.out / f"front_seed{seed}_{variant}.json").write_text(json.dumps(
+                [r.to_json() for r in front], indent=1))
         from hybridmoo.evaluate import OBJECTIVES
 
         hv = hypervolumes(fronts, OBJECTIVES)

@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--survivors", type=int, default=4)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--lr", type=float, default=RefineSettings.lr)
+    parser.add_argument("--divisor", type=int, default=RefineSettings.divisor)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -68,7 +69,8 @@ def main() -> None:
     rows = {}
     for solver in args.solvers:
         t = time.perf_counter()
-        settings = RefineSettings(steps=args.steps, solver=solver, lr=args.lr, seed=args.seed)
+        settings = RefineSettings(steps=args.steps, solver=solver, lr=args.lr,
+                                  divisor=args.divisor, seed=args.seed)
         refined = Refiner(sn, data, settings, measure=lambda n: pick(measure(n))).refine(
             survivors, OBJECTIVES)
         rows[solver] = ([r for r, _ in refined], time.perf_counter() - t)

@@ -34,7 +34,7 @@ class RefineSettings:
     steps: int = 40
     lr: float = 3e-4
     gate_lr: float = 0.1
-    solver: str = "mgda"
+    solver: str = "pcgrad"  # the best refined-set hypervolume in scripts/bench_refine_solvers.py
     solver_options: Mapping[str, Any] = field(default_factory=dict)
     normalize_gradients: bool = True
     distill: bool = True
@@ -43,7 +43,7 @@ class RefineSettings:
     batch_size: int = 64
     gate_init: float = 3.0
     sample_gates: bool = False
-    divisor: int = 1
+    divisor: int = 8  # channel counts that are multiples of 8 keep CPU kernels fast
     max_loss_ratio: float = 10.0
     calib_batches: int = 4
     seed: int = 0
