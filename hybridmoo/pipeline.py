@@ -169,10 +169,10 @@ def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,
 
     options = dict(cfg.refine)
     every, survivors = options.pop("every"), options.pop("survivors")
-    latency = evaluator.latency if hasattr(evaluator, "latency") else None
+    # the fitted latency model, when the run has one, is refinement's latency surrogate too
+    model = evaluator.latency if not isinstance(evaluator.latency, str) else None
     refiner = Refiner(supernet, data, RefineSettings.from_dict(options),
-                      measure=evaluator.measure_network,
-                      latency_model=latency if not isinstance(latency, str) else None)
+                      measure=evaluator.measure_network, latency_model=model)
 
     def refine(survivors_: list[EvalResult], archive: Any) -> list[EvalResult]:
         from hybridmoo.export import save_network
