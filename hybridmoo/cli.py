@@ -19,22 +19,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
+from hybridmoo.cli_output import PROG, make_console, print_front
+from hybridmoo.cli_supernet import (
+    DEMO_OUT,
+    cmd_demo,
+    cmd_export,
+    cmd_profile,
+    cmd_report,
+    cmd_train_supernet,
+    run_pipeline_config,
+)
 from hybridmoo.errors import ConfigError, HybridMooError, one_line
-
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from hybridmoo.objectives import Objective
-    from hybridmoo.search import SearchResult
-
-PROG = "hybridmoo"
-DEMO_OUT = "runs/demo"
-MAX_ROWS = 50  # front rows shown; the journal holds them all
 
 EPILOG = """examples:
   hybridmoo search --config examples/nas_bench_graph.yaml
@@ -126,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random seed (default 0)")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar and no front table: only the summary lines")
-    p.set_defaults(command=_cmd_demo)
+    p.set_defaults(command=cmd_demo)
 
     p = commands.add_parser(
         "train-supernet", help="train an elastic supernet described by a YAML config",
@@ -150,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", action="store_true",
                    help="one GPU per worker (NCCL); implies --backend ray")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(command=_cmd_train_supernet)
+    p.set_defaults(command=cmd_train_supernet)
 
     p = commands.add_parser(
         "profile", help="measure a device and fit a latency model of a supernet",
@@ -178,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "dimension (almost all near the middle size)")
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(command=_cmd_profile)
+    p.set_defaults(command=cmd_profile)
 
     p = commands.add_parser(
         "export", help="export the Pareto front of a finished supernet run",
@@ -186,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "model.safetensors, manifest.json, model.onnx (and model.int8.onnx), "
                     "with a front.json / front.csv index.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
-    p.set_defaults(command=_cmd_export)
+    p.set_defaults(command=cmd_export)
 
     p = commands.add_parser(
         "report", help="write the HTML report of a run",
@@ -194,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "directory: front projections, hypervolume over evaluations, front table.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
     p.add_argument("--out", metavar="DIR", help="where to write it (default RUN_DIR/report)")
-    p.set_defaults(command=_cmd_report)
+    p.set_defaults(command=cmd_report)
     return parser
 
 
@@ -214,7 +212,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from hybridmoo.pipeline_config import is_pipeline_config
 
     if is_pipeline_config(read_config_file(args.config)):
-        return _run_pipeline_config(args, overrides)
+        return run_pipeline_config(args, overrides)
     config = load_run_config(args.config, overrides)
     if args.resume and config.run_dir is None:
         raise ConfigError(f"{args.config}: --resume needs a run directory: set run_dir in the "
@@ -222,7 +220,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if config.run_dir is not None:
         args.resume_hint = f"{PROG} search --config {args.config} --resume" + (
             f" --run-dir {args.run_dir}" if args.run_dir else "")
-    console = _console()
+    console = make_console()
     if not args.quiet:
         space = config.space
         console.print(f"searching {config.problem or 'the inline space'} ({len(space)} dims, "
@@ -230,146 +228,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
                       f"max_evals={config.max_evals}, seed={config.seed}"
                       + (" (resuming)" if args.resume else ""))
     result = config.run(resume=args.resume, progress=False if args.quiet else None)
-    _report(console, result, config.objectives, list(config.space.names), args.quiet,
+    print_front(console, result, config.objectives, list(config.space.names), args.quiet,
             reference=config.reference is not None)
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from hybridmoo.demo import demo_config
-    from hybridmoo.pipeline import run_pipeline
-
-    run_dir = _fresh_dir(Path(args.out))
-    cfg = demo_config(run_dir, max_evals=args.max_evals, seed=args.seed,
-                      algorithm=args.algorithm, steps=args.steps)
-    console = _console()
-    if not args.quiet:
-        console.print(f"demo: a {cfg.train.model} supernet on the built-in digits data, "
-                      f"{cfg.train.steps} training steps, then a search of {cfg.max_evals} "
-                      f"sub-networks with gradient refinement rounds; run directory {run_dir}")
-    args.resume_hint = None  # the demo has no --resume: a new run starts each time
-    start = time.monotonic()
-    result = run_pipeline(cfg, progress=False if args.quiet else None)
-    _pipeline_summary(console, result, args.quiet, time.monotonic() - start)
-    return 0
-
-
-def _run_pipeline_config(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    from hybridmoo.pipeline import run_pipeline
-    from hybridmoo.pipeline_config import load_pipeline_config
-
-    cfg = load_pipeline_config(args.config, overrides)
-    args.resume_hint = f"{PROG} search --config {args.config} --resume" + (
-        f" --run-dir {args.run_dir}" if args.run_dir else "")
-    console = _console()
-    if not args.quiet:
-        console.print(f"supernet pipeline: {cfg.train.model} on {cfg.train.data}, then "
-                      f"max_evals={cfg.max_evals}, seed={cfg.seed}"
-                      + (" (resuming)" if args.resume else ""))
-    start = time.monotonic()
-    result = run_pipeline(cfg, resume=args.resume, progress=False if args.quiet else None)
-    _pipeline_summary(console, result, args.quiet, time.monotonic() - start)
-    return 0
-
-
-def _cmd_train_supernet(args: argparse.Namespace) -> int:
-    from hybridmoo.supernet.train_config import load_train_config
-    from hybridmoo.supernet.training import train_supernet
-
-    config = load_train_config(args.config, {"steps": args.steps, "run_dir": args.run_dir})
-    if args.resume and config.run_dir is None:
-        raise ConfigError(f"{args.config}: --resume needs a run directory: set run_dir in the "
-                          "config or give --run-dir")
-    if config.run_dir is not None:
-        args.resume_hint = f"{PROG} train-supernet --config {args.config} --resume" + (
-            f" --run-dir {args.run_dir}" if args.run_dir else "")
-    distributed = _distributed_training(args)
-    console = _console()
-    if not args.quiet:
-        console.print(f"training a supernet of {config.model} on {config.data}: "
-                      f"{config.steps} steps, batch {config.batch_size}, seed {config.seed}"
-                      + (f", {args.workers or 1} Ray Train worker(s)" if distributed else "")
-                      + (" (resuming)" if args.resume else ""))
-    progress = False if args.quiet else None
-    if distributed:
-        from hybridmoo.supernet.distributed import train_supernet_distributed
-
-        result = train_supernet_distributed(config, workers=args.workers or 1, use_gpu=args.gpu,
-                                            address=args.ray_address, resume=args.resume,
-                                            progress=progress)
-    else:
-        result = train_supernet(config, resume=args.resume, progress=progress)
-    sn = result.supernet
-    console.print(f"space: {len(sn.space)} dims, {sn.space.size:,} sub-networks "
-                  f"({sn.spec.family} spec)")
-    console.print(f"trained: {result.step} steps in {result.seconds:.1f} s, last loss "
-                  f"{result.losses[-1]:.4f}" if result.losses else "trained: 0 steps")
-    for name, value in result.metrics.items():
-        console.print(f"{name.replace('_', ' ')}: {value:.4f}")
-    if result.run_dir is not None:
-        console.print(f"checkpoint: {result.run_dir}")
-    return 0
-
-
-def _distributed_training(args: argparse.Namespace) -> bool:
-    """train-supernet on Ray Train workers: asked for by --backend ray, more than one
-    worker, --ray-address or --gpu (which --backend local refuses)."""
-    wants = [flag for flag, given in (("--workers > 1", (args.workers or 1) > 1),
-                                      ("--ray-address", args.ray_address is not None),
-                                      ("--gpu", args.gpu)) if given]
-    if args.backend == "local" and wants:
-        raise ConfigError(f"{', '.join(wants)} needs --backend ray (Ray Train workers), not "
-                          "--backend local")
-    return args.backend == "ray" or bool(wants)
-
-
-def _cmd_profile(args: argparse.Namespace) -> int:
-    from hybridmoo.data import make_data
-    from hybridmoo.evaluate import profile, resolve_device
-    from hybridmoo.supernet import load_supernet, load_train_config, make_supernet
-
-    resolve_device(args.device)  # before any slow work
-    if args.config is not None:
-        cfg = load_train_config(args.config)
-        data = make_data(cfg.data, cfg.image_size)
-        sn = make_supernet(cfg.model, cfg.num_classes or data.num_classes, spec=cfg.spec,
-                           image_size=cfg.image_size, checkpoint=cfg.checkpoint)
-        home = Path(cfg.run_dir) if cfg.run_dir else Path(".")
-    else:
-        sn, data, home = load_supernet(args.supernet), None, Path(args.supernet)
-    out = Path(args.out) if args.out else home / "latency_model.json"
-    console = _console()
-    if not args.quiet:
-        console.print(f"profiling {sn.spec.family} supernet on {args.device}: {args.samples} "
-                      f"fit + {args.test_samples} held-out sub-networks, batch {args.batch_size}")
-    result = profile(sn, device=args.device, samples=args.samples,
-                     test_samples=args.test_samples, batch_size=args.batch_size,
-                     seed=args.seed, runtime=args.runtime, data=data,
-                     sampling=args.sampling, progress=False if args.quiet else None)
-    result.model.save(out)
-    console.print(f"device: {result.model.device}")
-    console.print(f"latency noise: median CV {result.cv_median:.3f}, max CV {result.cv_max:.3f} "
-                  f"over repeats")
-    console.print(f"Kendall tau (predicted vs measured, {len(result.test)} held-out "
-                  f"sub-networks): {result.kendall_tau:.3f}")
-    console.print(f"latency model: {out}")
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from hybridmoo.export import export_run, read_front
-
-    index = export_run(args.run_dir)
-    points = read_front(index)["points"]
-    _console().print(f"exported {len(points)} Pareto points: {index}")
-    return 0
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from hybridmoo.report import report_run
-
-    path = report_run(args.run_dir, args.out)
-    _console().print(f"report: {path}")
     return 0
 
 
@@ -384,7 +244,7 @@ def _cmd_algorithms(args: argparse.Namespace) -> int:
     for spec in available():
         name = spec.name + (" (default)" if spec.name == DEFAULT_ALGORITHM else "")
         table.add_row(name, spec.library, spec.summary)
-    _console().print(table)
+    make_console().print(table)
     return 0
 
 
@@ -402,113 +262,8 @@ def _cmd_problems(args: argparse.Namespace) -> int:
         options = ", ".join(name if default is inspect.Parameter.empty else f"{name}={default!r}"
                             for name, default in spec.options().items())
         table.add_row(spec.name, options or "-", spec.summary)
-    _console().print(table)
+    make_console().print(table)
     return 0
-
-
-# -- output ----------------------------------------------------------------------------------
-
-
-def _report(console: Console, result: SearchResult, objectives: Sequence[Objective],
-            dims: list[str], quiet: bool, reference: bool = False) -> None:
-    """The front as a table (config + objective values), then hypervolume, stop reason, journal."""
-    from rich.table import Table
-
-    front, history = result.front, result.history
-    failed = result.failed
-    if not quiet and front:
-        index = {id(r): i for i, r in enumerate(history)}
-        rows = sorted(front, key=lambda r: ([o.sign * r.values[o.name] for o in objectives],
-                                            index[id(r)]))
-        # configs with identical values (e.g. isomorphic architectures) share one row
-        points: dict[tuple[float, ...], list[Any]] = {}
-        for r in rows:
-            points.setdefault(tuple(r.values[o.name] for o in objectives), []).append(r)
-        ties = len(points) < len(rows)
-        title = f"Pareto front: {len(front)} of {len(history)} evaluated"
-        if ties:
-            title += f", {len(points)} distinct points"
-        table = Table()
-        table.add_column("#", justify="right")
-        for name in dims:
-            table.add_column(name)
-        for o in objectives:
-            arrow = "↓" if o.direction == "min" else "↑"
-            unit = f" [{o.unit}]" if o.unit else ""
-            table.add_column(f"{o.name}{unit} {arrow}", justify="right")
-        if ties:
-            table.add_column("ties", justify="right")
-        for same in list(points.values())[:MAX_ROWS]:
-            r = same[0]
-            table.add_row(str(index[id(r)] + 1), *(str(r.config[d]) for d in dims),
-                          *(_fmt(r.values[o.name]) for o in objectives),
-                          *([f"+{len(same) - 1}" if len(same) > 1 else ""] if ties else []))
-        console.print(title)  # not the table's title: rich would wrap it to the table's width
-        console.print(table)
-        if ties:
-            console.print("ties: more configs with the same values")
-        if len(points) > MAX_ROWS:
-            console.print(f"... and {len(points) - MAX_ROWS} more front points (see the journal)")
-    if not front:
-        console.print("no feasible result: the front is empty")
-    norm = "fixed reference" if reference else "normalised to the front's own range"
-    console.print(f"hypervolume: {result.hypervolume:.4f} ({norm}, reference point 1.1)")
-    console.print(f"evaluated: {len(history)}, failed: {len(failed)}"
-                  + (f" (e.g. {failed[-1].reason})" if failed else ""))
-    console.print(f"stopped: {result.stop_reason}")
-    if result.run_dir is not None:
-        from hybridmoo.journal import JOURNAL_FILE
-
-        console.print(f"journal: {result.run_dir / JOURNAL_FILE}")
-    else:
-        console.print("journal: none (no run_dir given)")
-    for warning in result.warnings:
-        console.print(f"warning: {warning}")
-
-
-def _pipeline_summary(console: Console, result: Any, quiet: bool, seconds: float) -> None:
-    """A pipeline run's training metrics, front (objectives and origin), export and report."""
-    for name, value in result.train_metrics.items():
-        console.print(f"supernet {name.replace('_', ' ')}: {value:.4f}")
-    search = result.search
-    objectives = search.archive.objectives
-    _report(console, search, objectives, [], quiet)
-    refined = [r for r in search.front if r.candidate.origin == "refine"]
-    console.print(f"front: {len(search.front)} points, {len(refined)} from gradient refinement")
-    if result.export_dir is not None:
-        console.print(f"exported checkpoints: {result.export_dir}")
-    if result.report is not None:
-        console.print(f"report: {result.report}")
-    console.print(f"total time: {seconds:.0f} s")
-
-
-def _console() -> Console:
-    from rich.console import Console
-
-    console = Console(highlight=False, markup=False)
-    if not console.is_terminal:  # a pipe or a log file: do not squeeze tables into 80 columns
-        console = Console(highlight=False, markup=False, width=200)
-    return console
-
-
-def _fmt(value: float) -> str:
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.4g}"
-
-
-def _fresh_dir(out: Path) -> Path:
-    """``out`` when it does not exist yet (or is empty), else a new timestamped directory in it."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return out
-    if not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a directory")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate, n = out / stamp, 1
-    while candidate.exists():
-        n += 1
-        candidate = out / f"{stamp}-{n}"
-    return candidate
 
 
 # -- argument types --------------------------------------------------------------------------

@@ -249,7 +249,7 @@ def test_front_table_shares_one_row_between_equal_values():
     from rich.console import Console
 
     from hybridmoo import Candidate, EvalResult, Objective, ParetoArchive
-    from hybridmoo.cli import _report
+    from hybridmoo.cli_output import print_front as _report
     from hybridmoo.search import SearchResult
 
     objectives = (Objective("error"), Objective("size", unit="MB"))

@@ -1,0 +1,121 @@
+"""What the command line prints: the front table, a pipeline run's summary, the console."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hybridmoo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from hybridmoo.objectives import Objective
+    from hybridmoo.search import SearchResult
+
+PROG = "hybridmoo"
+MAX_ROWS = 50  # front rows shown; the journal holds them all
+
+
+def print_front(console: Console, result: SearchResult, objectives: Sequence[Objective],
+            dims: list[str], quiet: bool, reference: bool = False) -> None:
+    """The front as a table (config + objective values), then hypervolume, stop reason, journal."""
+    from rich.table import Table
+
+    front, history = result.front, result.history
+    failed = result.failed
+    if not quiet and front:
+        index = {id(r): i for i, r in enumerate(history)}
+        rows = sorted(front, key=lambda r: ([o.sign * r.values[o.name] for o in objectives],
+                                            index[id(r)]))
+        # configs with identical values (e.g. isomorphic architectures) share one row
+        points: dict[tuple[float, ...], list[Any]] = {}
+        for r in rows:
+            points.setdefault(tuple(r.values[o.name] for o in objectives), []).append(r)
+        ties = len(points) < len(rows)
+        title = f"Pareto front: {len(front)} of {len(history)} evaluated"
+        if ties:
+            title += f", {len(points)} distinct points"
+        table = Table()
+        table.add_column("#", justify="right")
+        for name in dims:
+            table.add_column(name)
+        for o in objectives:
+            arrow = "↓" if o.direction == "min" else "↑"
+            unit = f" [{o.unit}]" if o.unit else ""
+            table.add_column(f"{o.name}{unit} {arrow}", justify="right")
+        if ties:
+            table.add_column("ties", justify="right")
+        for same in list(points.values())[:MAX_ROWS]:
+            r = same[0]
+            table.add_row(str(index[id(r)] + 1), *(str(r.config[d]) for d in dims),
+                          *(fmt(r.values[o.name]) for o in objectives),
+                          *([f"+{len(same) - 1}" if len(same) > 1 else ""] if ties else []))
+        console.print(title)  # not the table's title: rich would wrap it to the table's width
+        console.print(table)
+        if ties:
+            console.print("ties: more configs with the same values")
+        if len(points) > MAX_ROWS:
+            console.print(f"... and {len(points) - MAX_ROWS} more front points (see the journal)")
+    if not front:
+        console.print("no feasible result: the front is empty")
+    norm = "fixed reference" if reference else "normalised to the front's own range"
+    console.print(f"hypervolume: {result.hypervolume:.4f} ({norm}, reference point 1.1)")
+    console.print(f"evaluated: {len(history)}, failed: {len(failed)}"
+                  + (f" (e.g. {failed[-1].reason})" if failed else ""))
+    console.print(f"stopped: {result.stop_reason}")
+    if result.run_dir is not None:
+        from hybridmoo.journal import JOURNAL_FILE
+
+        console.print(f"journal: {result.run_dir / JOURNAL_FILE}")
+    else:
+        console.print("journal: none (no run_dir given)")
+    for warning in result.warnings:
+        console.print(f"warning: {warning}")
+
+
+def pipeline_summary(console: Console, result: Any, quiet: bool, seconds: float) -> None:
+    """A pipeline run's training metrics, front (objectives and origin), export and report."""
+    for name, value in result.train_metrics.items():
+        console.print(f"supernet {name.replace('_', ' ')}: {value:.4f}")
+    search = result.search
+    objectives = search.archive.objectives
+    print_front(console, search, objectives, [], quiet)
+    refined = [r for r in search.front if r.candidate.origin == "refine"]
+    console.print(f"front: {len(search.front)} points, {len(refined)} from gradient refinement")
+    if result.export_dir is not None:
+        console.print(f"exported checkpoints: {result.export_dir}")
+    if result.report is not None:
+        console.print(f"report: {result.report}")
+    console.print(f"total time: {seconds:.0f} s")
+
+
+def make_console() -> Console:
+    from rich.console import Console
+
+    console = Console(highlight=False, markup=False)
+    if not console.is_terminal:  # a pipe or a log file: do not squeeze tables into 80 columns
+        console = Console(highlight=False, markup=False, width=200)
+    return console
+
+
+def fmt(value: float) -> str:
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def fresh_dir(out: Path) -> Path:
+    """``out`` when it does not exist yet (or is empty), else a new timestamped directory in it."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return out
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, n = out / stamp, 1
+    while candidate.exists():
+        n += 1
+        candidate = out / f"{stamp}-{n}"
+    return candidate
