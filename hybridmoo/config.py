@@ -95,7 +95,7 @@ class RunConfig:
         """Validate and resolve a config mapping. ``base_dir`` anchors relative ``run_dir``
         paths and is searched first for ``module:attribute`` imports (default: the current
         directory for paths, ``sys.path`` only for imports); ``source`` prefixes messages."""
-        return _Reader(source, Path(base_dir) if base_dir is not None else None).read(data)
+        return ConfigReader(source, Path(base_dir) if base_dir is not None else None).read(data)
 
     def search_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`hybridmoo.search` for this run."""
@@ -152,8 +152,9 @@ def load_run_config(path: str | os.PathLike[str],
     return RunConfig.from_dict(data, base_dir=Path(path).parent, source=str(path))
 
 
-class _Reader:
-    """Checks one config mapping key by key; every failure is one line naming the key."""
+class ConfigReader:
+    """Checks one config mapping key by key; every failure is one line naming the key.
+    :mod:`hybridmoo.pipeline_config` extends it for supernet pipelines."""
 
     def __init__(self, source: str, base_dir: Path | None) -> None:
         self.source = source

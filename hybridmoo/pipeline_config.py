@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hybridmoo.config import _Reader
+from hybridmoo.config import ConfigReader
 from hybridmoo.errors import ConfigError
 from hybridmoo.loading import did_you_mean
 
@@ -86,7 +86,7 @@ def pipeline_config_from_dict(data: Mapping[str, Any], *,
     return _PipelineReader(source, Path(base_dir) if base_dir is not None else None).read(data)
 
 
-class _PipelineReader(_Reader):
+class _PipelineReader(ConfigReader):
     def read(self, data: Any) -> PipelineConfig:  # type: ignore[override]
         from hybridmoo.supernet.train_config import TrainConfig
 

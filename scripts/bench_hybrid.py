@@ -116,6 +116,7 @@ def hypervolumes(fronts: dict[str, list], objectives) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--budget-s", type=float, default=150.0)
     parser.add_argument("--steps", type=int, default=300, help="supernet training steps")
     parser.add_argument("--every", type=int, default=12)
@@ -132,7 +133,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     variants = args.variants.split(",")
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         sn, data = supernet_for(seed, args.steps, args.out)
         fronts, info, networks = {}, {}, {}
         for variant in variants:

@@ -27,7 +27,7 @@ from torch.func import functional_call
 
 from hybridmoo.quant import FakeQuant, act_qparams, fake_quant_act, fake_quant_bias
 from hybridmoo.refine.lsq import initial_steps, lsq_weight
-from hybridmoo.supernet.analysis import _members  # the analysis' rules for safe members
+from hybridmoo.supernet.analysis import group_members  # the analysis' rules for members
 from hybridmoo.supernet.layout import Member
 
 FP32 = 32
@@ -95,7 +95,7 @@ def find_groups(plain: nn.Module, example: torch.Tensor) -> list[GateGroup]:
     groups = []
     for group in graph.get_all_groups(ignored_layers=ignored,
                                       root_module_types=(nn.Conv2d, nn.Linear)):
-        members = _members(group, graph, names, prefixes)
+        members = group_members(group, graph, names, prefixes)
         if members is not None and len(group[0].idxs) >= 2:
             root = names[id(group[0].dep.target.module)]
             groups.append(GateGroup(root, len(group[0].idxs), tuple(members)))

@@ -161,7 +161,7 @@ def _channel_groups(model: nn.Module, spec: SupernetSpec, example: torch.Tensor,
     found = []
     for group in graph.get_all_groups(ignored_layers=ignored,
                                       root_module_types=(nn.Conv2d, nn.Linear)):
-        members = _members(group, graph, names, attn_prefixes)
+        members = group_members(group, graph, names, attn_prefixes)
         if members is None or len(group[0].idxs) < 2:
             continue
         scores = importance(group)
@@ -175,8 +175,8 @@ def _channel_groups(model: nn.Module, spec: SupernetSpec, example: torch.Tensor,
     return found
 
 
-def _members(group: Any, graph: Any, names: dict[int, str],
-             attn_prefixes: tuple[str, ...]) -> list[Member] | None:
+def group_members(group: Any, graph: Any, names: dict[int, str],
+                  attn_prefixes: tuple[str, ...]) -> list[Member] | None:
     """The group's layers, or None when some member cannot be masked and sliced safely."""
     members = []
     for item in group.items:
