@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from hybridmoo.cli_output import PROG, make_console, print_front
+from hybridmoo.cli_output import PROG, make_console, print_front, set_resume_hint
 from hybridmoo.cli_supernet import (
     DEMO_OUT,
     cmd_demo,
@@ -214,12 +214,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if is_pipeline_config(read_config_file(args.config)):
         return run_pipeline_config(args, overrides)
     config = load_run_config(args.config, overrides)
-    if args.resume and config.run_dir is None:
-        raise ConfigError(f"{args.config}: --resume needs a run directory: set run_dir in the "
-                          "config or give --run-dir")
-    if config.run_dir is not None:
-        args.resume_hint = f"{PROG} search --config {args.config} --resume" + (
-            f" --run-dir {args.run_dir}" if args.run_dir else "")
+    set_resume_hint(args, config.run_dir, "search")
     console = make_console()
     if not args.quiet:
         space = config.space
@@ -229,7 +224,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                       + (" (resuming)" if args.resume else ""))
     result = config.run(resume=args.resume, progress=False if args.quiet else None)
     print_front(console, result, config.objectives, list(config.space.names), args.quiet,
-            reference=config.reference is not None)
+                reference=config.reference is not None)
     return 0
 
 

@@ -9,7 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hybridmoo.cli_output import PROG, fresh_dir, make_console, pipeline_summary
+from hybridmoo.cli_output import (
+    fresh_dir,
+    make_console,
+    pipeline_summary,
+    set_resume_hint,
+)
 from hybridmoo.errors import ConfigError
 
 DEMO_OUT = "runs/demo"
@@ -39,8 +44,7 @@ def run_pipeline_config(args: argparse.Namespace, overrides: dict[str, Any]) -> 
     from hybridmoo.pipeline_config import load_pipeline_config
 
     cfg = load_pipeline_config(args.config, overrides)
-    args.resume_hint = f"{PROG} search --config {args.config} --resume" + (
-        f" --run-dir {args.run_dir}" if args.run_dir else "")
+    set_resume_hint(args, cfg.run_dir, "search")
     console = make_console()
     if not args.quiet:
         console.print(f"supernet pipeline: {cfg.train.model} on {cfg.train.data}, then "
@@ -57,12 +61,7 @@ def cmd_train_supernet(args: argparse.Namespace) -> int:
     from hybridmoo.supernet.training import train_supernet
 
     config = load_train_config(args.config, {"steps": args.steps, "run_dir": args.run_dir})
-    if args.resume and config.run_dir is None:
-        raise ConfigError(f"{args.config}: --resume needs a run directory: set run_dir in the "
-                          "config or give --run-dir")
-    if config.run_dir is not None:
-        args.resume_hint = f"{PROG} train-supernet --config {args.config} --resume" + (
-            f" --run-dir {args.run_dir}" if args.run_dir else "")
+    set_resume_hint(args, config.run_dir, "train-supernet")
     distributed = distributed_training(args)
     console = make_console()
     if not args.quiet:

@@ -19,6 +19,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from hybridmoo.errors import RunDirError
+from hybridmoo.files import write_atomic
 from hybridmoo.objectives import EvalResult
 
 RUN_FILE = "run.json"
@@ -81,7 +82,7 @@ class Journal:
                     f"run directory {self.run_dir} already holds a run; resume it "
                     "(resume=True, CLI --resume) or choose another directory"
                 )
-            _write_atomic(self.run_dir / RUN_FILE, json.dumps(settings, indent=2))
+            write_atomic(self.run_dir / RUN_FILE, json.dumps(settings, indent=2))
             return []
         if not (self.run_dir / RUN_FILE).exists():
             raise RunDirError(f"cannot resume: {self.run_dir} holds no run ({RUN_FILE} missing)")
@@ -92,7 +93,7 @@ class Journal:
             raise RunDirError(
                 f"cannot resume {self.run_dir}: the run was started with different {changed}"
             )
-        _write_atomic(self.run_dir / RUN_FILE, json.dumps(settings, indent=2))
+        write_atomic(self.run_dir / RUN_FILE, json.dumps(settings, indent=2))
         return self.read()
 
     def read(self) -> list[EvalResult]:
@@ -142,12 +143,3 @@ class Journal:
 
 # settings that may differ when a run is resumed (a larger budget continues a finished run)
 RESUMABLE_CHANGES = frozenset({"max_evals", "backend", "workers"})
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridmoo.errors import ConfigError, RunDirError
+from hybridmoo.files import write_atomic
 from hybridmoo.objectives import EvalResult
 from hybridmoo.pipeline_config import PipelineConfig
 from hybridmoo.search import RefineSchedule, SearchResult, search
@@ -113,9 +114,7 @@ def _write_settings(run_dir: Path, cfg: PipelineConfig, resume: bool) -> None:
         raise RunDirError(f"run directory {run_dir} already holds a run; resume it (--resume) "
                           "or choose another directory")
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(settings, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(settings, indent=1, sort_keys=True))
 
 
 def _settings(cfg: PipelineConfig) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from hybridmoo.archive import ParetoArchive
 from hybridmoo.errors import ConfigError
+from hybridmoo.files import write_atomic
 from hybridmoo.journal import JOURNAL_FILE, RUN_FILE
 from hybridmoo.objectives import EvalResult, Objective
 from hybridmoo.space import REFINED
@@ -125,9 +126,7 @@ def write_report(history: Sequence[EvalResult], objectives: Sequence[Objective],
     summary = _facts(archive, facts or {})
     page = _page(title, summary, images, _front_rows(archive, links), objectives, bool(links))
     path = out_dir / REPORT_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, page)
     return path
 
 

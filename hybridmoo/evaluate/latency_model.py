@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from torch import nn
 
 from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.latency import LATENCY_KINDS, ORT_FP32, ORT_INT8, TORCH, check_runtime
+from hybridmoo.files import write_atomic
 from hybridmoo.quant import FakeQuant
 
 FORMAT = 2  # 2 added per_mparam; format 1 files load with it 0
@@ -225,15 +224,7 @@ class LatencyModel:
         """Write the model as JSON (to a temporary file, then renamed)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_atomic(path, json.dumps(self.to_dict(), indent=1, sort_keys=True))
         return path
 
     @classmethod

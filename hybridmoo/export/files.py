@@ -17,29 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from hybridmoo.errors import ConfigError
+from hybridmoo.files import sha256_file, write_atomic
 
 MANIFEST = "manifest.json"
 CHANGED = "sha256 mismatch, the file was changed after export"
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path``, fsync, then rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def safe_name(name: Any, where: str) -> str:
@@ -54,7 +36,7 @@ def write_manifest(directory: Path, body: Mapping[str, Any], files: list[str]) -
     """Write ``manifest.json`` in ``directory``: ``body`` plus the SHA-256 of each of ``files``
     (already written there) and of the manifest itself. Written last, atomically."""
     data = dict(body)
-    data["files"] = {safe_name(f, str(directory)): sha256(directory / f) for f in files}
+    data["files"] = {safe_name(f, str(directory)): sha256_file(directory / f) for f in files}
     data.pop("sha256", None)
     data["sha256"] = _self_digest(data)
     path = directory / MANIFEST
@@ -86,7 +68,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         target = directory / safe_name(name, str(manifest))
         if not target.is_file():
             raise ConfigError(f"{target}: {CHANGED} (the file is missing)")
-        if sha256(target) != digest:
+        if sha256_file(target) != digest:
             raise ConfigError(f"{target}: {CHANGED}")
     return data
 

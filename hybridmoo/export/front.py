@@ -27,8 +27,9 @@ from torch import nn
 
 from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.measure import device_name
-from hybridmoo.export.files import MANIFEST, sha256, write_atomic
+from hybridmoo.export.files import MANIFEST
 from hybridmoo.export.point import export_point
+from hybridmoo.files import sha256_file, write_atomic
 from hybridmoo.objectives import EvalResult, Objective
 
 INDEX_JSON = "front.json"
@@ -115,7 +116,7 @@ def _export_one(rank: int, p: FrontPoint, root: Path, objectives: Sequence[Objec
                  extra={**p.extra, **({"evaluation_info": r.info} if r.info else {})})
     return {"rank": rank, "key": r.key, "origin": r.candidate.origin,
             "parents": list(r.candidate.parents), "config": r.config, "metrics": metrics,
-            "path": name, "manifest_sha256": sha256(root / name / MANIFEST)}
+            "path": name, "manifest_sha256": sha256_file(root / name / MANIFEST)}
 
 
 def _csv(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> str:

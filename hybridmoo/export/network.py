@@ -21,10 +21,10 @@ from hybridmoo.export.files import (
     MANIFEST,
     read_manifest,
     safe_name,
-    write_atomic,
     write_manifest,
 )
 from hybridmoo.export.structure import describe, load_state, rebuild
+from hybridmoo.files import write_atomic
 
 WEIGHTS = "model.safetensors"
 FORMAT = 1

@@ -9,7 +9,6 @@ leaves the previous checkpoint or the new one, never a mix. Non-finite weights a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from hybridmoo.errors import ConfigError
+from hybridmoo.files import sha256_file
 from hybridmoo.supernet.models import architecture_of
 from hybridmoo.supernet.spec import SupernetSpec
 from hybridmoo.supernet.supernet import Supernet
@@ -64,7 +64,7 @@ def save_checkpoint(run_dir: str | Path, supernet: Supernet, *,
     weights_tmp, meta_tmp = _tmp(weights), _tmp(meta_path)
     save_file(tensors, str(weights_tmp))
     _fsync(weights_tmp)
-    info["sha256"] = _sha256(weights_tmp)
+    info["sha256"] = sha256_file(weights_tmp)
     meta_tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
     _fsync(meta_tmp)
     os.replace(weights_tmp, weights)
@@ -87,7 +87,7 @@ def read_checkpoint(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[
         raise ConfigError(f"{meta_path}: invalid JSON: {exc}") from None
     if info.get("format") != FORMAT:
         raise ConfigError(f"{meta_path}: unknown checkpoint format {info.get('format')!r}")
-    if info.get("sha256") != _sha256(weights):
+    if info.get("sha256") != sha256_file(weights):
         raise ConfigError(f"{weights} does not match {meta_path} (a checkpoint was cut short)")
     return load_file(str(weights)), info
 
@@ -154,14 +154,6 @@ def _finish_commit(weights: Path, meta_path: Path) -> None:
         pending = json.loads(meta_tmp.read_text())
     except (OSError, ValueError):
         return  # a temporary JSON cut short: its tensors were never renamed into place
-    if isinstance(pending, dict) and pending.get("sha256") == _sha256(weights):
+    if isinstance(pending, dict) and pending.get("sha256") == sha256_file(weights):
         with contextlib.suppress(OSError):  # read-only: the check below reports the mismatch
             os.replace(meta_tmp, meta_path)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
