@@ -40,22 +40,36 @@ NOT_FINITE = "is not a finite number"  # in the reason run_evaluation gives a Na
 
 @dataclass(frozen=True)
 class RefineSchedule:
-    """Refinement rounds inside a search: after every ``every`` evolutionary evaluations (and
-    once at the end when ``final_round``), up to ``survivors`` front records not refined yet,
-    spread along the front, go to ``refine(survivors, archive)``, which returns one result per
-    survivor with ``origin="refine"`` (see :mod:`hybridmoo.refine`). Refined results join the
-    archive and the journal; they do not count towards ``max_evals``."""
+    """Refinement rounds inside a search: after every ``every`` evolutionary evaluations
+    (never when None) and once at the end when ``final_round``, up to ``survivors`` front
+    records not refined yet, spread along the front, go to ``refine(survivors, archive)``,
+    which returns one result per survivor with ``origin="refine"`` (see
+    :mod:`hybridmoo.refine`). Refined results join the archive and the journal; they do not
+    count towards ``max_evals``.
+
+    ``final_share`` (with ``max_seconds`` only) keeps that share of the time for the end:
+    evolution stops that much earlier, then rounds repeat on the front as it is then until the
+    time is up or every front record has been refined. Refining the final front wastes
+    nothing on survivors that later evolution would have dominated anyway."""
 
     refine: Callable[[list[EvalResult], ParetoArchive], list[EvalResult]]
-    every: int
+    every: int | None
     survivors: int = 4
     final_round: bool = True
+    final_share: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("every", "survivors"):
             value = getattr(self, name)
+            if name == "every" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"refine {name} must be an int >= 1, got {value!r}")
+        share = self.final_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
+            raise ConfigError(f"refine final_share must be a number in [0, 1), got {share!r}")
+        if share > 0 and not self.final_round:
+            raise ConfigError("refine final_share needs final_round: the share is its time")
 
 
 @dataclass
@@ -112,6 +126,11 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
             max_seconds, int | float) or not max_seconds > 0):
         raise ConfigError(f"max_seconds must be a positive number, got {max_seconds!r}")
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    evolve_deadline = deadline
+    if refine is not None and refine.final_share > 0:
+        if max_seconds is None:
+            raise ConfigError("refine final_share is a share of max_seconds: set max_seconds")
+        evolve_deadline = deadline - refine.final_share * max_seconds
     options = dict(algorithm_options or {})
     proposer = make_proposer(algorithm, space, objectives, constraints, seed, **options)
     archive = ParetoArchive(objectives, reference)
@@ -129,7 +148,7 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
         backend.start(EvaluationTask(evaluate, objectives, constraints))
         with Progress(max_evals, progress, title="search") as bar:
             loop = _Loop(proposer, backend, archive, journal, bar, max_evals, journaled,
-                         space.canonical_key, refine, deadline)
+                         space.canonical_key, refine, deadline, evolve_deadline)
             try:
                 reason = loop.run()
             except ConfigError:
@@ -147,9 +166,12 @@ class _Loop:
     def __init__(self, proposer: Proposer, backend: Backend, archive: ParetoArchive,
                  journal: Journal | None, bar: Progress, max_evals: int,
                  journaled: list[EvalResult], key: Callable[[dict[str, Any]], str],
-                 refine: RefineSchedule | None = None, deadline: float | None = None) -> None:
+                 refine: RefineSchedule | None = None, deadline: float | None = None,
+                 evolve_deadline: float | None = None) -> None:
         self.proposer, self.backend, self.archive = proposer, backend, archive
         self.deadline = deadline  # time.monotonic() after which nothing new starts
+        # after which no evaluation starts: earlier than deadline by the final round's share
+        self.evolve_deadline = deadline if evolve_deadline is None else evolve_deadline
         self.journal, self.bar, self.max_evals = journal, bar, max_evals
         self.key = key  # canonical key: equivalent configs share one evaluation
         self.refine = refine
@@ -167,12 +189,20 @@ class _Loop:
 
     def run(self) -> str:
         reason = self._evolve()
-        if self.refine is not None and self.refine.final_round and not self._out_of_time():
+        if self.refine is None or not self.refine.final_round:
+            return reason
+        if self.refine.final_share > 0:  # rounds until the time is up or the front is done
+            while not self._out_of_time() and self._refine_round():
+                pass
+        elif not self._out_of_time():
             self._refine_round()
         return reason
 
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _evolution_over(self) -> bool:
+        return self.evolve_deadline is not None and time.monotonic() >= self.evolve_deadline
 
     def _evolve(self) -> str:
         idle_asks = 0
@@ -193,14 +223,16 @@ class _Loop:
             if self.backend.in_flight == 0:
                 if len(self.new_results) < SETUP_CHECK_EVALS:
                     self._check_setup()
-                if self._out_of_time() and self._evolved() < self.max_evals:
+                if self._evolution_over() and self._evolved() < self.max_evals:
                     return "max_seconds reached"
                 return f"max_evals={self.max_evals} reached"
             self._collect(*self.backend.next_done())
 
     def _refine_due(self) -> bool:
-        if self.refine is None or self._out_of_time():
+        if self.refine is None or self._evolution_over():
             return False
+        if self.refine.every is None:
+            return bool(self.pending_survivors)
         due = self._evolved() >= (self.rounds + 1) * self.refine.every
         return bool(self.pending_survivors) or due
 
@@ -209,8 +241,9 @@ class _Loop:
         return len(self.archive) - sum(r.candidate.origin == REFINED
                                        for r in self.archive.history)
 
-    def _refine_round(self) -> None:
-        """Refine the chosen survivors; their results are journaled and join the archive."""
+    def _refine_round(self) -> bool:
+        """Refine the chosen survivors; their results are journaled and join the archive.
+        False when there was no survivor to refine."""
         assert self.refine is not None
         if self.pending_survivors:  # finish the round a crash cut short, under its number
             survivors, keys = self.pending_survivors, self.pending_keys
@@ -218,9 +251,9 @@ class _Loop:
         else:
             survivors = self._survivors()
             keys = [r.key for r in survivors]
+            if not survivors:
+                return False
             self.rounds += 1
-        if not survivors:
-            return
         self.bar.update(self._evolved(), f"refinement round {self.rounds}: refining "
                         f"{len(survivors)} survivors")
         for result in self.refine.refine(survivors, self.archive):
@@ -232,6 +265,7 @@ class _Loop:
         self.bar.update(self._evolved(), search_status(
             len(self.archive.front), self.archive.hypervolume(),
             sum(not r.ok for r in self.archive.history)))
+        return True
 
     def _survivors(self) -> list[EvalResult]:
         """Front records not refined yet, evenly spread along the first objective."""
@@ -249,7 +283,7 @@ class _Loop:
         return [front[i] for i in picks]
 
     def _budget_left(self) -> int:
-        if self._out_of_time():
+        if self._evolution_over():
             return 0
         return min(self.max_evals - self.consumed,
                    self.max_evals - self._evolved() - self.backend.in_flight)

@@ -5,8 +5,10 @@ Per seed: one supernet of timm's test_resnet is trained on digits (cached in --o
 variant gets the same number of seconds:
 
 - ``evolution``: the default engine alone;
-- ``hybrid``: the default engine with a refinement round after every ``--every`` evaluations;
-- ``refine-only``: random sub-networks, each batch of ``--every`` refined right away.
+- ``hybrid``: the default engine with a refinement round after every ``--every`` evaluations
+  (none with 0) and, with ``--final-share``, that share of the time kept for rounds on the
+  final front;
+- ``refine-only``: random sub-networks, each batch of ``--batch`` refined right away.
 
 The final fronts are compared on true measured metrics (accuracy on the validation split,
 measured latency, size in bytes; every front point re-measured side by side at the end, so
@@ -57,7 +59,9 @@ def run_variant(variant: str, sn, data, seed: int, args) -> tuple[list, float, i
     refine, networks = None, {}
     if variant != "evolution":
         refiner = Refiner(sn, data, {"steps": args.refine_steps, "solver": args.solver,
-                                     "lr": args.lr, "divisor": args.divisor, "seed": seed},
+                                     "lr": args.lr, "gate_lr": args.gate_lr,
+                                     "task_budget": args.task_budget,
+                                     "divisor": args.divisor, "seed": seed},
                           measure=evaluator.measure_network)
 
         def step(survivors, archive):
@@ -67,8 +71,13 @@ def run_variant(variant: str, sn, data, seed: int, args) -> tuple[list, float, i
                 out.append(result)
             return out
 
-        survivors = args.survivors if variant == "hybrid" else args.every
-        refine = RefineSchedule(step, every=args.every, survivors=survivors, final_round=False)
+        if variant == "hybrid":
+            refine = RefineSchedule(step, every=args.every or None, survivors=args.survivors,
+                                    final_round=args.final_share > 0,
+                                    final_share=args.final_share)
+        else:
+            refine = RefineSchedule(step, every=args.batch, survivors=args.batch,
+                                    final_round=False)
     start = time.monotonic()
     result = search(sn.space, evaluator, evaluator.objectives,
                     algorithm="random" if variant == "refine-only" else args.algorithm,
@@ -119,11 +128,17 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--budget-s", type=float, default=150.0)
     parser.add_argument("--steps", type=int, default=300, help="supernet training steps")
-    parser.add_argument("--every", type=int, default=12)
-    parser.add_argument("--survivors", type=int, default=4)
+    parser.add_argument("--every", type=int, default=0,
+                        help="hybrid: evaluations between refinement rounds (0: none)")
+    parser.add_argument("--final-share", type=float, default=0.33,
+                        help="hybrid: share of the budget kept for rounds on the final front")
+    parser.add_argument("--survivors", type=int, default=4, help="survivors per round")
+    parser.add_argument("--batch", type=int, default=20, help="refine-only: batch size")
     parser.add_argument("--refine-steps", type=int, default=30)
     parser.add_argument("--solver", default="linear")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--gate-lr", type=float, default=0.3)
+    parser.add_argument("--task-budget", type=float, default=1.0)
     parser.add_argument("--divisor", type=int, default=8, help="hardened channel multiple")
     parser.add_argument("--algorithm", default="surrogate")
     parser.add_argument("--latency-batch", type=int, default=8)

@@ -93,3 +93,67 @@ def test_max_seconds_stops_evolution_and_refinement(tmp_path):
     assert 5 <= len(result.history) < 40 and refiner.calls
     with pytest.raises(ConfigError, match="max_seconds"):
         search(SPACE, slow, OBJECTIVES, max_seconds=0)
+
+
+def test_final_share_refines_the_final_front_in_the_time_kept_for_it():
+    import time
+
+    def slow(config):
+        time.sleep(0.02)
+        return toy_evaluate(config)
+
+    calls_at: list[float] = []
+
+    def refiner(survivors, archive):
+        calls_at.append(time.monotonic())
+        time.sleep(0.05)
+        return ToyRefiner()(survivors, archive)
+
+    start = time.monotonic()
+    schedule = RefineSchedule(refiner, every=None, survivors=2, final_share=0.4)
+    result = search(SPACE, slow, OBJECTIVES, algorithm="random", max_evals=10_000, seed=0,
+                    refine=schedule, max_seconds=1.5, progress=False)
+    elapsed = time.monotonic() - start
+    evolved = [r for r in result.history if r.candidate.origin != "refine"]
+    refined = [r for r in result.history if r.candidate.origin == "refine"]
+    assert elapsed < 2.2
+    # no round during evolution; evolution stopped about 0.6 s (40 %) before the deadline
+    assert calls_at and min(calls_at) - start > 0.8
+    assert max(result.history.index(r) for r in evolved) < min(
+        result.history.index(r) for r in refined)
+    # rounds repeat until the time is up or every front record is refined, each on new ones
+    assert len(calls_at) >= 2
+    parents = [r.candidate.parents[0] for r in refined]
+    assert len(set(parents)) == len(parents)
+    assert {r.info["round"] for r in refined} == set(range(1, len(calls_at) + 1))
+
+
+def test_final_share_stops_when_the_whole_front_is_refined():
+    import time
+
+    refiner = ToyRefiner()
+    schedule = RefineSchedule(refiner, every=None, survivors=50, final_share=0.5)
+    start = time.monotonic()
+    result = search(SPACE, toy_evaluate, OBJECTIVES, algorithm="random", max_evals=12, seed=0,
+                    refine=schedule, max_seconds=60, progress=False)
+    assert time.monotonic() - start < 30  # it does not wait for the deadline
+    # one round took every front record; refined records are not refined again
+    assert len(refiner.calls) == 1
+    assert all(r.candidate.origin == "refine" for r in result.front)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"every": None, "final_share": 1.0}, "final_share"),
+    ({"every": None, "final_share": -0.1}, "final_share"),
+    ({"every": None, "final_share": "half"}, "final_share"),
+    ({"every": 5, "final_share": 0.2, "final_round": False}, "final_round"),
+])
+def test_bad_final_share_is_a_config_error(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        RefineSchedule(ToyRefiner(), **kwargs)
+
+
+def test_final_share_needs_max_seconds():
+    schedule = RefineSchedule(ToyRefiner(), every=None, final_share=0.2)
+    with pytest.raises(ConfigError, match="max_seconds"):
+        search(SPACE, toy_evaluate, OBJECTIVES, max_evals=5, refine=schedule, progress=False)

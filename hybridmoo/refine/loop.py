@@ -13,6 +13,12 @@ problem per parameter role (weights and steps; gates) under the preference, and 
 combined gradient with Adam (its per-coordinate scaling means a solver's common descent
 direction is followed in sign, not exactly).
 
+The task loss has a budget: while its running mean exceeds ``task_budget`` times its value
+at the start (the mean over the calibration batches), a step follows the task gradient
+alone, on gates and weights (the feasible direction of the constraint). A solver that keeps
+trading accuracy for cost, as a fixed preference does, then prunes only what the network can
+lose without leaving the budget, instead of closing gates until it collapses.
+
 A non-finite loss or gradient ends the refinement, and so does a task loss above both
 ``max_loss_ratio`` times its first value and the cross-entropy of a uniform guess (a trained
 network's loss is tiny: ten times it is an ordinary trade-off, not an explosion). The working
@@ -25,7 +31,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +62,7 @@ from hybridmoo.refine.settings import RefineSettings
 from hybridmoo.supernet.bn import recalibrate_bn
 
 OBJECTIVES = ("task", "latency", "size")
+BUDGET_SMOOTHING = 0.7  # weight of the past in the running task loss the budget watches
 
 
 @dataclass
@@ -65,7 +72,8 @@ class RefineOutcome:
     ``[task, latency, size]`` of each step taken, ``gate_weights`` the solver's weights on the
     gate parameters per step; costs are the differentiable model's ``macs``, ``bytes`` and
     ``latency`` before the first and after the last step; ``channels`` maps each gate group
-    to ``(kept, total)`` units."""
+    to ``(kept, total)`` units; ``start_task_loss`` is the task loss the budget is measured
+    against and ``guarded_steps`` counts the steps it forced back onto the task gradient."""
 
     network: nn.Module
     ok: bool
@@ -75,6 +83,8 @@ class RefineOutcome:
     initial_costs: dict[str, float] = field(default_factory=dict)
     final_costs: dict[str, float] = field(default_factory=dict)
     channels: dict[str, tuple[int, int]] = field(default_factory=dict)
+    start_task_loss: float = math.nan
+    guarded_steps: int = 0
 
 
 class _Stop(Exception):
@@ -115,7 +125,7 @@ def refine_network(net: nn.Module, *, data: ImageData, settings: RefineSettings,
     model = latency_model if latency_model is not None else macs_model()
     try:
         _optimise(gated, prof, data, settings, pref, teacher, model, references, index,
-                  outcome)
+                  outcome, calib)
     except _Stop as stop:
         outcome.reason = str(stop)
         return outcome
@@ -131,7 +141,8 @@ def refine_network(net: nn.Module, *, data: ImageData, settings: RefineSettings,
 
 def _optimise(gated: GatedNet, prof: NetProfile, data: ImageData, settings: RefineSettings,
               pref: np.ndarray, teacher: nn.Module | None, latency_model: LatencyModel,
-              references: np.ndarray | None, index: int, outcome: RefineOutcome) -> None:
+              references: np.ndarray | None, index: int, outcome: RefineOutcome,
+              calib: list[Any]) -> None:
     net, bank = gated.net, gated.bank
     device = module_device(net)
     weights, gates = gated.parameters_by_role()
@@ -140,17 +151,17 @@ def _optimise(gated: GatedNet, prof: NetProfile, data: ImageData, settings: Refi
     rng = np.random.default_rng(settings.seed)
     start = {k: v.detach() for k, v in _costs(gated, prof, latency_model).items()}
     outcome.initial_costs = {k: float(v) for k, v in start.items()}
-    task0, chance = None, math.inf
+    task0 = _start_task_loss(net, calib, teacher, settings)
+    outcome.start_task_loss = task0
+    if not math.isfinite(task0):
+        raise _Stop(f"non-finite task loss before the first step: {task0}")
+    chance, running = math.inf, task0
     for step, (x, y) in zip(range(settings.steps), training_batches(data, settings), strict=False):
         bank.stochastic = settings.sample_gates
         logits = net(x.to(device))
         task = task_loss(logits, y.to(device), teacher, x.to(device), settings)
+        chance = math.log(logits.shape[-1])  # cross-entropy of a uniform guess
         now = _costs(gated, prof, latency_model)
-        if task0 is None:
-            task0 = float(task.detach())
-            chance = math.log(logits.shape[-1])  # cross-entropy of a uniform guess
-            if not math.isfinite(task0):
-                raise _Stop(f"non-finite task loss at step {step}: {task0}")
         losses = [task / max(task0, 1e-6), now["latency"] / start["latency"],
                   now["bytes"] / start["bytes"]]
         values = np.array([float(v.detach()) for v in losses])
@@ -161,32 +172,55 @@ def _optimise(gated: GatedNet, prof: NetProfile, data: ImageData, settings: Refi
             raise _Stop(f"task loss exploded at step {step}: {float(task.detach()):.4g} > "
                         f"{settings.max_loss_ratio} x {task0:.4g} and > chance level "
                         f"{chance:.4g}")
-        solve = (settings.solver, values, pref, rng, settings, references, index, step)
-        weight_dir, _ = _direction(weights, losses, *solve)
-        gate_dir, gate_w = _direction(gates, losses, *solve)
+        running = BUDGET_SMOOTHING * running + (1 - BUDGET_SMOOTHING) * float(task.detach())
+        guarded = running > settings.task_budget * task0
+        grads = [torch.autograd.grad(loss, [*weights, *gates], retain_graph=True,
+                                     allow_unused=True) for loss in losses]
+        directions, gate_w = [], []
+        for role in (slice(0, len(weights)), slice(len(weights), None)):
+            solve = (settings.solver, values, pref, rng, settings, references, index, step)
+            direction, w = _direction([g[role] for g in grads], *solve, guarded=guarded)
+            directions += direction
+            gate_w = w
         optimizer.zero_grad(set_to_none=True)
-        for p, d in zip([*weights, *gates], [*weight_dir, *gate_dir], strict=True):
+        for p, d in zip([*weights, *gates], directions, strict=True):
             p.grad = d
         optimizer.step()
         outcome.losses.append(values.tolist())
         outcome.gate_weights.append(gate_w)
+        outcome.guarded_steps += guarded
     bank.stochastic = False
     final = _costs(gated, prof, latency_model)
     outcome.final_costs = {k: float(v.detach()) for k, v in final.items()}
 
 
-def _direction(params: list[nn.Parameter], losses: list[torch.Tensor], solver: str,
-               values: np.ndarray, pref: np.ndarray, rng: np.random.Generator,
-               settings: RefineSettings, references: np.ndarray | None, index: int,
-               step: int) -> tuple[list[torch.Tensor | None], list[float]]:
-    """The solver's combined gradient on ``params`` and its weights."""
-    grads = [torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-             for loss in losses]
-    try:
-        w = solver_weights(solver, gram(grads), values, pref, rng, settings.solver_options,
-                           references, index, settings.normalize_gradients)
-    except (ValueError, RuntimeError) as exc:
-        raise _Stop(f"solver {solver!r} failed at step {step}: {exc}") from None
+def _start_task_loss(net: nn.Module, calib: list[Any], teacher: nn.Module | None,
+                     settings: RefineSettings) -> float:
+    """The task loss before any step: its mean over the calibration batches (one batch's loss
+    of a trained network is too noisy to measure a budget against)."""
+    device = module_device(net)
+    with torch.no_grad():
+        values = [float(task_loss(net(x.to(device)), y.to(device), teacher, x.to(device),
+                                  settings)) for x, y in calib]
+    return float(np.mean(values))
+
+
+def _direction(grads: list[Sequence[torch.Tensor | None]], solver: str, values: np.ndarray,
+               pref: np.ndarray, rng: np.random.Generator, settings: RefineSettings,
+               references: np.ndarray | None, index: int, step: int, *, guarded: bool
+               ) -> tuple[list[torch.Tensor | None], list[float]]:
+    """The solver's combined gradient of one parameter role and its weights; the task
+    gradient alone when ``guarded`` (the task loss is over its budget)."""
+    G = gram(grads)
+    if guarded:
+        w = np.zeros(len(grads))
+        w[0] = 1.0 / math.sqrt(G[0, 0]) if G[0, 0] > 0 else 0.0
+    else:
+        try:
+            w = solver_weights(solver, G, values, pref, rng, settings.solver_options,
+                               references, index, settings.normalize_gradients)
+        except (ValueError, RuntimeError) as exc:
+            raise _Stop(f"solver {solver!r} failed at step {step}: {exc}") from None
     direction = combined(grads, w)
     if any(d is not None and not torch.isfinite(d).all() for d in direction):
         raise _Stop(f"non-finite gradient at step {step}")

@@ -29,11 +29,14 @@ class RefineSettings:
     training, noisy over a few steps) instead of using the test-time gates; ``divisor``:
     hardened groups keep a multiple of it; ``max_loss_ratio``: a task loss above this times
     its first value and above chance level stops the survivor (as does any non-finite loss or
-    gradient); ``calib_batches``: BatchNorm / activation-range batches after hardening."""
+    gradient); ``task_budget``: while the running task loss exceeds this times its start
+    value, steps follow the task gradient alone (see :mod:`hybridmoo.refine.loop`);
+    ``calib_batches``: BatchNorm / activation-range batches after hardening (and the batches
+    the start value of the task loss is measured on)."""
 
     steps: int = 40
     lr: float = 3e-4
-    gate_lr: float = 0.1
+    gate_lr: float = 0.3
     solver: str = "pcgrad"  # the best refined-set hypervolume in scripts/bench_refine_solvers.py
     solver_options: Mapping[str, Any] = field(default_factory=dict)
     normalize_gradients: bool = True
@@ -45,6 +48,7 @@ class RefineSettings:
     sample_gates: bool = False
     divisor: int = 8  # channel counts that are multiples of 8 keep CPU kernels fast
     max_loss_ratio: float = 10.0
+    task_budget: float = 1.5
     calib_batches: int = 4
     seed: int = 0
 
@@ -63,6 +67,9 @@ class RefineSettings:
                               f"got {self.distill_weight!r}")
         if self.max_loss_ratio <= 1:
             raise ConfigError(f"refine max_loss_ratio must exceed 1, got {self.max_loss_ratio}")
+        if not _positive(self.task_budget) or self.task_budget < 1:
+            raise ConfigError(f"refine task_budget must be a number >= 1, "
+                              f"got {self.task_budget!r}")
         if not _positive(self.gate_init) or self.gate_init <= OPEN_LOG_ALPHA:
             raise ConfigError(f"refine gate_init must exceed log(11) = {OPEN_LOG_ALPHA:.3f} "
                               f"(gates start open), got {self.gate_init!r}")

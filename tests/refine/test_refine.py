@@ -25,7 +25,9 @@ def test_latency_preference_prunes_and_accuracy_preference_keeps_accuracy(
     net = subnet(mid_config(w_bits=8))
     example = data.val.tensors[0][:1]
     before_acc, before_macs = accuracy(net, data.val), count_macs(net, example)
-    settings = RefineSettings(steps=30, lr=1e-3, solver="linear", distill=False)
+    # the solver alone steers here: a budget this loose never binds
+    settings = RefineSettings(steps=30, lr=1e-3, gate_lr=0.1, solver="linear", distill=False,
+                              task_budget=1e3)
     fast = refine_network(net, data=data, settings=settings, preference=LATENCY_HEAVY)
     assert fast.ok and fast.reason is None and len(fast.losses) == 30
     assert count_macs(fast.network, example) < 0.9 * before_macs
@@ -82,13 +84,14 @@ def test_a_broken_step_leaves_the_survivor_unchanged(subnet, mid_config, data, s
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_a_nan_batch_fails_at_the_first_step(subnet, mid_config, data):
+def test_a_nan_batch_fails_before_the_first_step(subnet, mid_config, data):
     poisoned = copy.copy(data)
     images, labels = data.train.tensors
     poisoned.train = torch.utils.data.TensorDataset(images * float("nan"), labels)
     net = subnet(mid_config())
     out = refine_network(net, data=poisoned, settings=RefineSettings(steps=3, distill=False))
-    assert not out.ok and "non-finite task loss at step 0" in out.reason and not out.losses
+    assert not out.ok and "non-finite task loss before the first step" in out.reason
+    assert not out.losses
 
 
 def test_bad_preferences_are_config_errors(subnet, mid_config, data):
@@ -98,3 +101,20 @@ def test_bad_preferences_are_config_errors(subnet, mid_config, data):
         with pytest.raises(ConfigError):
             refine_network(net, data=data, preference=bad,
                            settings=RefineSettings(steps=1, solver=solver))
+
+
+def test_the_task_budget_stops_pruning_before_the_network_collapses(subnet, mid_config, data):
+    net = subnet(mid_config(w_bits=8))
+    before_acc = accuracy(net, data.val)
+    runs = {}
+    for budget in (1.2, 1e3):
+        settings = RefineSettings(steps=30, lr=3e-4, gate_lr=0.5, solver="linear",
+                                  distill=False, task_budget=budget)
+        runs[budget] = refine_network(net, data=data, settings=settings,
+                                      preference=[0.02, 0.49, 0.49])
+    guarded, free = runs[1.2], runs[1e3]
+    assert guarded.ok and guarded.guarded_steps > 0 and free.guarded_steps == 0
+    # without the budget the cost-heavy preference keeps closing gates and the loss climbs
+    assert free.losses[-1][0] > 2 * guarded.losses[-1][0]
+    assert accuracy(guarded.network, data.val) >= before_acc - 0.05
+    assert guarded.final_costs["macs"] < guarded.initial_costs["macs"]
