@@ -16,7 +16,7 @@ latency drift between the runs does not decide) by hypervolume under one normali
 seed (the ideal and nadir of all three variants' fronts together). Prints a table and the
 hybrid / evolution ratio.
 
-    OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --seeds 3 --budget-s 150
+    OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --seeds 3 --budget-s 240
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ def run_variant(variant: str, sn, data, seed: int, args) -> tuple[list, float, i
                                 warmup=2, seed=seed)
     refine, networks = None, {}
     if variant != "evolution":
-        refiner = Refiner(sn, data, {"steps": args.refine_steps, "solver": args.solver,
-                                     "lr": args.lr, "gate_lr": args.gate_lr,
-                                     "task_budget": args.task_budget,
-                                     "divisor": args.divisor, "seed": seed},
-                          measure=evaluator.measure_network)
+        given = {"steps": args.refine_steps, "solver": args.solver, "lr": args.lr,
+                 "gate_lr": args.gate_lr, "task_budget": args.task_budget,
+                 "divisor": args.divisor}  # None: RefineSettings' default
+        settings = {k: v for k, v in given.items() if v is not None}
+        refiner = Refiner(sn, data, {**settings, "seed": seed}, measure=evaluator.measure_network)
 
         def step(survivors, archive):
             out = []
@@ -126,20 +126,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--budget-s", type=float, default=150.0)
+    parser.add_argument("--budget-s", type=float, default=240.0)
     parser.add_argument("--steps", type=int, default=300, help="supernet training steps")
     parser.add_argument("--every", type=int, default=0,
                         help="hybrid: evaluations between refinement rounds (0: none)")
-    parser.add_argument("--final-share", type=float, default=0.33,
+    parser.add_argument("--final-share", type=float, default=0.15,
                         help="hybrid: share of the budget kept for rounds on the final front")
     parser.add_argument("--survivors", type=int, default=4, help="survivors per round")
     parser.add_argument("--batch", type=int, default=20, help="refine-only: batch size")
+    # refinement settings; unset ones keep hybridmoo.refine.RefineSettings' defaults
     parser.add_argument("--refine-steps", type=int, default=30)
-    parser.add_argument("--solver", default="linear")
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--gate-lr", type=float, default=0.3)
-    parser.add_argument("--task-budget", type=float, default=1.0)
-    parser.add_argument("--divisor", type=int, default=8, help="hardened channel multiple")
+    parser.add_argument("--solver")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--gate-lr", type=float)
+    parser.add_argument("--task-budget", type=float)
+    parser.add_argument("--divisor", type=int)
     parser.add_argument("--algorithm", default="surrogate")
     parser.add_argument("--latency-batch", type=int, default=8)
     parser.add_argument("--variants", default=",".join(VARIANTS))

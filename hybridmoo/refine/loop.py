@@ -3,7 +3,9 @@
 The objectives, each divided by its value at the start (so every one begins at 1):
 
 - ``task``: cross-entropy on the labels, mixed with KL distillation from the teacher (the
-  supernet's largest network) when one is given and ``settings.distill`` is on;
+  supernet's largest network) when one is given and ``settings.distill`` is on; the teacher
+  is a network, or its logits on every training example computed once (what the refiner
+  passes when the training set is in memory: each step then runs the student only);
 - ``latency``: the latency model's prediction from the expected per-layer costs (a fitted
   :class:`hybridmoo.evaluate.LatencyModel`, or latency proportional to MACs without one);
 - ``size``: the expected size in bytes.
@@ -15,7 +17,8 @@ direction is followed in sign, not exactly).
 
 The task loss has a budget: while its running mean exceeds ``task_budget`` times its value
 at the start (the mean over the calibration batches), a step follows the task gradient
-alone, on gates and weights (the feasible direction of the constraint). A solver that keeps
+alone, on gates and weights (the feasible direction of the constraint; the gates' Adam
+momentum is dropped on entry, or it would go on closing them for several steps). A solver that keeps
 trading accuracy for cost, as a fixed preference does, then prunes only what the network can
 lose without leaving the budget, instead of closing gates until it collapses.
 
@@ -39,8 +42,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset, TensorDataset
 
-from hybridmoo.data import ImageData, batches_per_epoch, epoch_batches
+from hybridmoo.data import ImageData, batches_per_epoch, epoch_batches, eval_batches
 from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.latency_model import LatencyModel
 from hybridmoo.quant import FakeQuant
@@ -92,14 +96,16 @@ class _Stop(Exception):
 
 
 def refine_network(net: nn.Module, *, data: ImageData, settings: RefineSettings,
-                   preference: np.ndarray | None = None, teacher: nn.Module | None = None,
+                   preference: np.ndarray | None = None,
+                   teacher: nn.Module | torch.Tensor | None = None,
                    latency_model: LatencyModel | None = None, example: torch.Tensor | None = None,
                    references: np.ndarray | None = None, index: int = 0) -> RefineOutcome:
     """Refine a copy of ``net`` (an extracted sub-network) on ``data.train`` for
     ``settings.steps`` steps under ``preference`` over ``[task, latency, size]`` (default
     uniform), harden it and recalibrate its BatchNorm and activation ranges. ``example`` is
     one input batch for tracing (default: the first training image); ``references`` and
-    ``index`` are Pareto MTL's reference vectors and this network's row among them."""
+    ``index`` are Pareto MTL's reference vectors and this network's row among them;
+    ``teacher`` is a network or its logits on ``data.train`` (:func:`teacher_logits`)."""
     if not isinstance(settings, RefineSettings):
         raise ConfigError(f"settings must be RefineSettings, got {type(settings).__name__}")
     pref = check_preference(preference, settings.solver)
@@ -124,8 +130,9 @@ def refine_network(net: nn.Module, *, data: ImageData, settings: RefineSettings,
     outcome = RefineOutcome(net, ok=False)
     model = latency_model if latency_model is not None else macs_model()
     try:
-        _optimise(gated, prof, data, settings, pref, teacher, model, references, index,
-                  outcome, calib)
+        _optimise(gated, prof, _distill_set(data, teacher), settings, pref,
+                  None if isinstance(teacher, torch.Tensor) else teacher, model, references,
+                  index, outcome)
     except _Stop as stop:
         outcome.reason = str(stop)
         return outcome
@@ -139,10 +146,10 @@ def refine_network(net: nn.Module, *, data: ImageData, settings: RefineSettings,
     return outcome
 
 
-def _optimise(gated: GatedNet, prof: NetProfile, data: ImageData, settings: RefineSettings,
+def _optimise(gated: GatedNet, prof: NetProfile, train: Dataset, settings: RefineSettings,
               pref: np.ndarray, teacher: nn.Module | None, latency_model: LatencyModel,
-              references: np.ndarray | None, index: int, outcome: RefineOutcome,
-              calib: list[Any]) -> None:
+              references: np.ndarray | None, index: int, outcome: RefineOutcome) -> None:
+    """``train`` yields (x, y) or, with the teacher's logits precomputed, (x, y, logits)."""
     net, bank = gated.net, gated.bank
     device = module_device(net)
     weights, gates = gated.parameters_by_role()
@@ -151,15 +158,19 @@ def _optimise(gated: GatedNet, prof: NetProfile, data: ImageData, settings: Refi
     rng = np.random.default_rng(settings.seed)
     start = {k: v.detach() for k, v in _costs(gated, prof, latency_model).items()}
     outcome.initial_costs = {k: float(v) for k, v in start.items()}
-    task0 = _start_task_loss(net, calib, teacher, settings)
+    first = itertools.islice(epoch_batches(train, settings.batch_size, settings.seed + 1, 0),
+                             settings.calib_batches)  # the calibration batches' examples
+    task0 = _start_task_loss(net, list(first), teacher, settings)
     outcome.start_task_loss = task0
     if not math.isfinite(task0):
         raise _Stop(f"non-finite task loss before the first step: {task0}")
-    chance, running = math.inf, task0
-    for step, (x, y) in zip(range(settings.steps), training_batches(data, settings), strict=False):
+    chance, running, guarded = math.inf, task0, False
+    for step, batch in zip(range(settings.steps), training_batches(train, settings),
+                           strict=False):
         bank.stochastic = settings.sample_gates
-        logits = net(x.to(device))
-        task = task_loss(logits, y.to(device), teacher, x.to(device), settings)
+        x, y, target = _unpack(batch, device)
+        logits = net(x)
+        task = task_loss(logits, y, teacher, x, settings, target)
         chance = math.log(logits.shape[-1])  # cross-entropy of a uniform guess
         now = _costs(gated, prof, latency_model)
         losses = [task / max(task0, 1e-6), now["latency"] / start["latency"],
@@ -173,7 +184,9 @@ def _optimise(gated: GatedNet, prof: NetProfile, data: ImageData, settings: Refi
                         f"{settings.max_loss_ratio} x {task0:.4g} and > chance level "
                         f"{chance:.4g}")
         running = BUDGET_SMOOTHING * running + (1 - BUDGET_SMOOTHING) * float(task.detach())
-        guarded = running > settings.task_budget * task0
+        was_guarded, guarded = guarded, running > settings.task_budget * task0
+        if guarded and not was_guarded:  # Adam's momentum would go on closing gates
+            _forget_momentum(optimizer, gates)
         grads = [torch.autograd.grad(loss, [*weights, *gates], retain_graph=True,
                                      allow_unused=True) for loss in losses]
         directions, gate_w = [], []
@@ -194,15 +207,54 @@ def _optimise(gated: GatedNet, prof: NetProfile, data: ImageData, settings: Refi
     outcome.final_costs = {k: float(v.detach()) for k, v in final.items()}
 
 
-def _start_task_loss(net: nn.Module, calib: list[Any], teacher: nn.Module | None,
+def _forget_momentum(optimizer: torch.optim.Adam, params: list[nn.Parameter]) -> None:
+    """Zero Adam's first moment of ``params``: the next steps follow the new direction."""
+    for p in params:
+        state = optimizer.state.get(p)
+        if state and "exp_avg" in state:
+            state["exp_avg"].zero_()
+
+
+def _start_task_loss(net: nn.Module, batches: list[Any], teacher: nn.Module | None,
                      settings: RefineSettings) -> float:
-    """The task loss before any step: its mean over the calibration batches (one batch's loss
-    of a trained network is too noisy to measure a budget against)."""
+    """The task loss before any step: its mean over ``batches`` (one batch's loss of a
+    trained network is too noisy to measure a budget against)."""
     device = module_device(net)
+    values = []
     with torch.no_grad():
-        values = [float(task_loss(net(x.to(device)), y.to(device), teacher, x.to(device),
-                                  settings)) for x, y in calib]
+        for batch in batches:
+            x, y, target = _unpack(batch, device)
+            values.append(float(task_loss(net(x), y, teacher, x, settings, target)))
     return float(np.mean(values))
+
+
+def _unpack(batch: Sequence[torch.Tensor], device: torch.device
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(x, y, teacher logits or None) on ``device``."""
+    x, y = batch[0].to(device), batch[1].to(device)
+    return x, y, batch[2].to(device) if len(batch) > 2 else None
+
+
+def _distill_set(data: ImageData, teacher: nn.Module | torch.Tensor | None) -> Dataset:
+    """The training set, with the teacher's logits as a third tensor when they are given."""
+    if not isinstance(teacher, torch.Tensor):
+        return data.train
+    if not isinstance(data.train, TensorDataset) or len(teacher) != len(data.train):
+        raise ConfigError(f"teacher logits need an in-memory training set of the same length "
+                          f"({len(teacher)} logits for {len(data.train)} examples)")
+    return TensorDataset(*data.train.tensors, teacher)
+
+
+def teacher_logits(teacher: nn.Module, data: ImageData, batch_size: int = 256
+                   ) -> torch.Tensor | None:
+    """The teacher's logits on every training example, in order (None unless the training set
+    is in memory, a TensorDataset): computed once, reused by every refinement."""
+    if not isinstance(data.train, TensorDataset):
+        return None
+    device = module_device(teacher)
+    with torch.no_grad():
+        return torch.cat([teacher(x.to(device)).cpu()
+                          for x, _ in eval_batches(data.train, batch_size)])
 
 
 def _direction(grads: list[Sequence[torch.Tensor | None]], solver: str, values: np.ndarray,
@@ -235,14 +287,18 @@ def _costs(gated: GatedNet, prof: NetProfile,
 
 
 def task_loss(logits: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None,
-              x: torch.Tensor, settings: RefineSettings) -> torch.Tensor:
+              x: torch.Tensor, settings: RefineSettings,
+              target: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy, mixed with ``distill_weight`` x T^2 KL(teacher || student) at
-    temperature T when distilling from ``teacher``."""
+    temperature T when distilling from ``teacher`` (or from its precomputed logits
+    ``target`` on ``x``)."""
     loss = F.cross_entropy(logits, y)
-    if teacher is None or not settings.distill or settings.distill_weight == 0:
+    if (teacher is None and target is None) or not settings.distill \
+            or settings.distill_weight == 0:
         return loss
-    with torch.no_grad():
-        target = teacher(x)
+    if target is None:
+        with torch.no_grad():
+            target = teacher(x)
     t = settings.distill_temperature
     kd = F.kl_div(F.log_softmax(logits / t, dim=-1), F.softmax(target / t, dim=-1),
                   reduction="batchmean") * t * t
@@ -275,11 +331,11 @@ def calibration_batches(data: ImageData, settings: RefineSettings) -> list[Any]:
     return batches
 
 
-def training_batches(data: ImageData, settings: RefineSettings
-                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled training batches, epoch after epoch."""
-    if batches_per_epoch(data.train, settings.batch_size) == 0:
+def training_batches(train: Dataset, settings: RefineSettings
+                     ) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Shuffled batches of ``train``, epoch after epoch."""
+    if batches_per_epoch(train, settings.batch_size) == 0:
         raise ConfigError(f"refine batch_size {settings.batch_size} exceeds the "
-                          f"{len(data.train)} training examples")
+                          f"{len(train)} training examples")
     for epoch in itertools.count():
-        yield from epoch_batches(data.train, settings.batch_size, settings.seed, epoch)
+        yield from epoch_batches(train, settings.batch_size, settings.seed, epoch)

@@ -9,13 +9,19 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from hybridmoo.data import ImageData
 from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.latency_model import LatencyModel
 from hybridmoo.objectives import EvalResult, Objective, minimization_matrix
-from hybridmoo.refine.loop import RefineOutcome, calibration_batches, refine_network
+from hybridmoo.refine.loop import (
+    RefineOutcome,
+    calibration_batches,
+    refine_network,
+    teacher_logits,
+)
 from hybridmoo.refine.preference import refinement_preference
 from hybridmoo.refine.settings import RefineSettings
 from hybridmoo.space import Candidate
@@ -46,6 +52,7 @@ class Refiner:
         self.measure = measure
         self.latency_model = latency_model
         self._teacher: nn.Module | None = None
+        self._teacher_logits: torch.Tensor | None = None
 
     def refine(self, survivors: Sequence[EvalResult], objectives: Sequence[Objective]
                ) -> list[tuple[EvalResult, nn.Module | None]]:
@@ -58,7 +65,7 @@ class Refiner:
             return []
         F = minimization_matrix(usable, objectives)
         prefs = np.array([refinement_preference(F, i, objectives) for i in range(len(usable))])
-        teacher = self.teacher() if self.settings.distill else None
+        teacher = self.distillation_target() if self.settings.distill else None
         return [self._one(s, prefs, i, objectives, teacher) for i, s in enumerate(usable)]
 
     def teacher(self) -> nn.Module:
@@ -67,12 +74,19 @@ class Refiner:
             self._teacher = self.extract(self.supernet.largest()).requires_grad_(False)
         return self._teacher
 
+    def distillation_target(self) -> nn.Module | torch.Tensor:
+        """The teacher's logits on the training set (computed once: each refinement step then
+        runs the student only), or the teacher itself when the data is not in memory."""
+        if self._teacher_logits is None:
+            self._teacher_logits = teacher_logits(self.teacher(), self.data)
+        return self._teacher_logits if self._teacher_logits is not None else self.teacher()
+
     def extract(self, config: Mapping[str, Any]) -> nn.Module:
         """Sub-network ``config`` as ``evaluate_subnet`` prepares it."""
         return prepare_subnet(self.supernet, config, calibration_batches(self.data, self.settings))
 
     def _one(self, survivor: EvalResult, prefs: np.ndarray, index: int,
-             objectives: Sequence[Objective], teacher: nn.Module | None
+             objectives: Sequence[Objective], teacher: nn.Module | torch.Tensor | None
              ) -> tuple[EvalResult, nn.Module | None]:
         start = time.perf_counter()
         candidate = Candidate(dict(survivor.config), origin="refine", parents=(survivor.key,))

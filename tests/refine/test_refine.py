@@ -118,3 +118,20 @@ def test_the_task_budget_stops_pruning_before_the_network_collapses(subnet, mid_
     assert free.losses[-1][0] > 2 * guarded.losses[-1][0]
     assert accuracy(guarded.network, data.val) >= before_acc - 0.05
     assert guarded.final_costs["macs"] < guarded.initial_costs["macs"]
+
+
+def test_precomputed_teacher_logits_distill_like_the_teacher(subnet, mid_config, data, trained):
+    from hybridmoo.refine.loop import teacher_logits
+
+    net = subnet(mid_config(w_bits=8))
+    teacher = trained.extract(trained.largest()).eval()
+    settings = RefineSettings(steps=5, solver="linear", seed=2)
+    live = refine_network(net, data=data, teacher=teacher, settings=settings)
+    logits = teacher_logits(teacher, data)
+    assert logits.shape == (len(data.train), 10)
+    cached = refine_network(net, data=data, teacher=logits, settings=settings)
+    assert live.ok and cached.ok
+    assert cached.start_task_loss == pytest.approx(live.start_task_loss, rel=1e-4)
+    np.testing.assert_allclose(cached.losses, live.losses, rtol=1e-3)
+    with pytest.raises(ConfigError, match="same length"):
+        refine_network(net, data=data, teacher=logits[:10], settings=settings)
