@@ -67,7 +67,7 @@ def run_pipeline(cfg: PipelineConfig, *, resume: bool = False,
                     algorithm_options=cfg.algorithm_options, max_evals=cfg.max_evals,
                     seed=cfg.seed, backend=cfg.backend, workers=cfg.workers, run_dir=run_dir,
                     resume=resume, refine=_schedule(cfg, supernet, data, evaluator, run_dir),
-                    progress=progress)
+                    max_seconds=cfg.max_seconds, progress=progress)
     export_dir = report = None
     if cfg.export:
         from hybridmoo.export import export_run
@@ -105,8 +105,8 @@ def _write_settings(run_dir: Path, cfg: PipelineConfig, resume: bool) -> None:
                               "missing)")
         old = json.loads(path.read_text())
         changed = sorted(k for k in set(old) | set(settings)
-                         if old.get(k) != settings.get(k) and k not in ("max_evals", "backend",
-                                                                         "workers"))
+                         if old.get(k) != settings.get(k)
+                         and k not in ("max_evals", "max_seconds", "backend", "workers"))
         if changed:
             raise RunDirError(f"cannot resume {run_dir}: the pipeline was started with "
                               f"different {changed}")
@@ -168,6 +168,7 @@ def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,
 
     options = dict(cfg.refine)
     every, survivors = options.pop("every"), options.pop("survivors")
+    final_share = options.pop("final_share")
     # the fitted latency model, when the run has one, is refinement's latency surrogate too
     model = evaluator.latency if not isinstance(evaluator.latency, str) else None
     refiner = Refiner(supernet, data, RefineSettings.from_dict(options),
@@ -184,7 +185,7 @@ def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,
             out.append(result)
         return out
 
-    return RefineSchedule(refine, every=every, survivors=survivors)
+    return RefineSchedule(refine, every=every, survivors=survivors, final_share=final_share)
 
 
 def _default_algorithm() -> str:

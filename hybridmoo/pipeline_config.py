@@ -16,10 +16,14 @@
     objectives: [accuracy, latency_ms, size_bytes]   # optional: pick among these
     algorithm: surrogate
     max_evals: 60
+    max_seconds: null           # optional wall-clock budget of the search (seconds)
     seed: 0
     refine:                     # optional: gradient refinement rounds (hybridmoo.refine)
-      every: 20                 # evolutionary evaluations between rounds (and one at the end)
+      every: 20                 # evolutionary evaluations between rounds (and one at the end);
+                                #   null: no rounds during evolution
       survivors: 4              # front points refined per round
+      final_share: 0            # with max_seconds: share of it kept for rounds on the final
+                                #   front (they repeat until the time is up)
       steps: 40                 # and any other RefineSettings key
       solver: pcgrad
     export: true                # export the final front (run_dir/export/)
@@ -44,12 +48,12 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.loading import did_you_mean
 
 PIPELINE_KEYS = ("supernet", "evaluation", "objectives", "algorithm", "algorithm_options",
-                 "max_evals", "seed", "refine", "export", "report", "run_dir", "backend",
+                 "max_evals", "max_seconds", "seed", "refine", "export", "report", "run_dir", "backend",
                  "workers")
 EVALUATION_KEYS = {"device": str, "batch_size": int, "eval_batch_size": int,
                    "latency_batch": int, "repeats": int,
                    "warmup": int, "bn_batches": int, "latency_model": str}
-SCHEDULE_KEYS = ("every", "survivors")
+SCHEDULE_KEYS = ("every", "survivors", "final_share")
 OBJECTIVE_NAMES = ("accuracy", "latency_ms", "size_bytes")
 
 
@@ -65,8 +69,9 @@ class PipelineConfig:
     algorithm: str | None = None
     algorithm_options: dict[str, Any] = field(default_factory=dict)
     max_evals: int = 60
+    max_seconds: float | None = None
     seed: int = 0
-    refine: dict[str, Any] | None = None  # every, survivors + RefineSettings keys
+    refine: dict[str, Any] | None = None  # SCHEDULE_KEYS + RefineSettings keys
     export: bool = True
     report: bool = True
     backend: str = "local"
@@ -104,6 +109,12 @@ class _PipelineReader(ConfigReader):
             self.fail("run_dir is required for a supernet pipeline (the supernet, journal, "
                       "exported checkpoints and report go there)")
         algorithm = data.get("algorithm")
+        max_seconds = data.get("max_seconds")
+        if max_seconds is not None and not self.number("max_seconds", max_seconds) > 0:
+            self.fail(f"max_seconds must be a positive number of seconds, got {max_seconds}")
+        refine = self.refine(data.get("refine"))
+        if refine and refine["final_share"] > 0 and max_seconds is None:
+            self.fail("refine.final_share is a share of max_seconds: set max_seconds")
         return PipelineConfig(
             train=train, run_dir=run_dir,
             evaluation=self.evaluation(data.get("evaluation")),
@@ -111,8 +122,9 @@ class _PipelineReader(ConfigReader):
             algorithm=self.algorithm(algorithm) if algorithm is not None else None,
             algorithm_options=self.options(data, "algorithm_options"),
             max_evals=self.integer(data, "max_evals", 60, minimum=1),
+            max_seconds=None if max_seconds is None else float(max_seconds),
             seed=self.integer(data, "seed", 0, minimum=0),
-            refine=self.refine(data.get("refine")),
+            refine=refine,
             export=self.flag(data, "export"), report=self.flag(data, "report"),
             backend=self.backend(data.get("backend", "local")),
             workers=self.integer(data, "workers", 1, minimum=1), source=self.source)
@@ -159,13 +171,23 @@ class _PipelineReader(ConfigReader):
                       f"{value!r}")
         from hybridmoo.refine import RefineSettings
 
-        schedule = {k: self.integer(value, k, 1, minimum=1) for k in SCHEDULE_KEYS if k in value}
+        schedule: dict[str, Any] = {"every": 20, "survivors": 4, "final_share": 0.0}
+        for key in ("every", "survivors"):
+            if key in value and not (key == "every" and value[key] is None):
+                schedule[key] = self.integer(value, key, 1, minimum=1)
+            elif key in value:
+                schedule[key] = None
+        if "final_share" in value:
+            share = self.number("refine.final_share", value["final_share"])
+            if not 0 <= share < 1:
+                self.fail(f"refine.final_share must lie in [0, 1), got {share}")
+            schedule["final_share"] = share
         settings = {k: v for k, v in value.items() if k not in SCHEDULE_KEYS}
         try:
             RefineSettings.from_dict(settings)
         except ConfigError as exc:
             self.fail(f"refine: {exc}")
-        return {"every": 20, "survivors": 4, **schedule, **settings}
+        return {**schedule, **settings}
 
     def flag(self, data: Mapping[str, Any], key: str) -> bool:
         value = data.get(key, True)

@@ -87,6 +87,10 @@ def test_resume_with_a_larger_budget_continues_the_search(finished, tmp_path):
     ({"objectives": ["accuracy", "speed"]}, "unknown objective 'speed'"),
     ({"objectives": ["latency_ms"]}, "must include accuracy"),
     ({"refine": {"every": 0}}, "every must be a positive int"),
+    ({"refine": {"every": None, "final_share": 0.2}}, "set max_seconds"),
+    ({"max_seconds": 60, "refine": {"final_share": 1.5}}, "final_share must lie in"),
+    ({"max_seconds": 0}, "max_seconds must be a positive number"),
+    ({"max_seconds": "1h"}, "max_seconds must be a number"),
     ({"refine": {"solver": "nope"}}, "nope"),
     ({"export": "yes"}, "export must be true or false"),
     ({"space": "digits-mlp"}, "unknown key 'space'"),
@@ -94,6 +98,14 @@ def test_resume_with_a_larger_budget_continues_the_search(finished, tmp_path):
 def test_bad_pipeline_configs_name_the_problem(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         pipeline_config_from_dict({**TINY, **change, "run_dir": str(tmp_path)})
+
+
+def test_a_time_budget_with_rounds_on_the_final_front(tmp_path):
+    cfg = pipeline_config_from_dict({**TINY, "max_seconds": 90, "run_dir": str(tmp_path),
+                                     "refine": {"every": None, "final_share": 0.25}})
+    assert cfg.max_seconds == 90.0
+    assert cfg.refine["every"] is None and cfg.refine["final_share"] == 0.25
+    assert cfg.refine["survivors"] == 4  # the default
 
 
 def test_run_dir_is_required():
