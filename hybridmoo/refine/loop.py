@@ -158,9 +158,7 @@ def _optimise(gated: GatedNet, prof: NetProfile, train: Dataset, settings: Refin
     rng = np.random.default_rng(settings.seed)
     start = {k: v.detach() for k, v in _costs(gated, prof, latency_model).items()}
     outcome.initial_costs = {k: float(v) for k, v in start.items()}
-    first = itertools.islice(epoch_batches(train, settings.batch_size, settings.seed + 1, 0),
-                             settings.calib_batches)  # the calibration batches' examples
-    task0 = _start_task_loss(net, list(first), teacher, settings)
+    task0 = _start_task_loss(net, _first_batches(train, settings), teacher, settings)
     outcome.start_task_loss = task0
     if not math.isfinite(task0):
         raise _Stop(f"non-finite task loss before the first step: {task0}")
@@ -189,14 +187,12 @@ def _optimise(gated: GatedNet, prof: NetProfile, train: Dataset, settings: Refin
             _forget_momentum(optimizer, gates)
         grads = [torch.autograd.grad(loss, [*weights, *gates], retain_graph=True,
                                      allow_unused=True) for loss in losses]
-        directions, gate_w = [], []
-        for role in (slice(0, len(weights)), slice(len(weights), None)):
-            solve = (settings.solver, values, pref, rng, settings, references, index, step)
-            direction, w = _direction([g[role] for g in grads], *solve, guarded=guarded)
-            directions += direction
-            gate_w = w
+        n = len(weights)
+        solve = (settings.solver, values, pref, rng, settings, references, index, step)
+        weight_dir, _ = _direction([g[:n] for g in grads], *solve, guarded=guarded)
+        gate_dir, gate_w = _direction([g[n:] for g in grads], *solve, guarded=guarded)
         optimizer.zero_grad(set_to_none=True)
-        for p, d in zip([*weights, *gates], directions, strict=True):
+        for p, d in zip([*weights, *gates], [*weight_dir, *gate_dir], strict=True):
             p.grad = d
         optimizer.step()
         outcome.losses.append(values.tolist())
@@ -322,13 +318,17 @@ def check_preference(preference: Any, solver: str) -> np.ndarray:
 
 def calibration_batches(data: ImageData, settings: RefineSettings) -> list[Any]:
     """The training batches BatchNorm and activation ranges are recalibrated on."""
-    batches = list(itertools.islice(
-        epoch_batches(data.train, settings.batch_size, settings.seed + 1, 0),
-        settings.calib_batches))
+    batches = _first_batches(data.train, settings)
     if not batches:
         raise ConfigError(f"refine batch_size {settings.batch_size} exceeds the "
                           f"{len(data.train)} training examples")
     return batches
+
+
+def _first_batches(train: Dataset, settings: RefineSettings) -> list[Any]:
+    """The calibration batches' examples from ``train`` (with its every tensor)."""
+    return list(itertools.islice(
+        epoch_batches(train, settings.batch_size, settings.seed + 1, 0), settings.calib_batches))
 
 
 def training_batches(train: Dataset, settings: RefineSettings
