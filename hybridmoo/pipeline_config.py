@@ -48,8 +48,8 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.loading import did_you_mean
 
 PIPELINE_KEYS = ("supernet", "evaluation", "objectives", "algorithm", "algorithm_options",
-                 "max_evals", "max_seconds", "seed", "refine", "export", "report", "run_dir", "backend",
-                 "workers")
+                 "max_evals", "max_seconds", "seed", "refine", "export", "report", "run_dir",
+                 "backend", "workers")
 EVALUATION_KEYS = {"device": str, "batch_size": int, "eval_batch_size": int,
                    "latency_batch": int, "repeats": int,
                    "warmup": int, "bn_batches": int, "latency_model": str}
