@@ -123,6 +123,21 @@ def summarise(rows: list[dict], budgets: tuple[int, ...], default: str) -> str:
             secs = np.mean([r["seconds"] for r in sel])
             lines.append(f"| {dataset} error-vs-{pair} (true {sel[0]['true_front_hv']:.3f}) | "
                          f"{engine} | " + " | ".join(cells) + f" | {secs:.1f} | {len(sel)} |")
+    lines += ["", "Mean over the problems of hypervolume / true-front hypervolume:", "",
+              "| engine | " + " | ".join(f"@{b}" for b in budgets) + " |",
+              "|" + "---|" * (len(budgets) + 1)]
+    ratios = {}
+    for engine in engines:
+        per_budget = []
+        for b in budgets:
+            per_problem = [np.mean([r["hv"][str(b)] / r["true_front_hv"] for r in rows
+                                    if (r["dataset"], r["pair"], r["engine"])
+                                    == (dataset, pair, engine)])
+                           for dataset, pair in problems]
+            per_budget.append(float(np.mean(per_problem)))
+        ratios[engine] = per_budget
+    for engine in sorted(engines, key=lambda e: -ratios[e][min(1, len(budgets) - 1)]):
+        lines.append(f"| {engine} | " + " | ".join(f"{v:.3f}" for v in ratios[engine]) + " |")
     lines.append("")
     lines.append(f"Target: {default} at 100 evaluations >= {VANILLA} at 500")
     for dataset, pair in problems:

@@ -4,15 +4,18 @@ The first ``n_init`` configs are random. Then each round:
 
 1. fit one regressor per objective and per constraint (a Gaussian process on one-hot features
    by default, or a tree ensemble with ``model="forest"``) on the best ``max_train`` results,
-   and a classifier of "the evaluation is wasted" (it failed, or measured exactly what an
-   earlier config measured) once such a result exists;
+   each objective log-warped so the fit resolves the best values (:class:`_LogWarp`), and a
+   classifier of "the evaluation is wasted" (it failed, or measured exactly what an earlier
+   config measured) once such a result exists;
 2. collect candidates: the configs an inner NSGA-II visits on the optimistic predictions
    (mean - kappa * spread), every one-dimension move from the real front, and crossovers of
    real configs (an evolutionary step, pre-screened by the surrogates); drop seen ones and
    those predicted wasted;
-3. pick the batch greedily by predicted hypervolume gain over the real front, "believing"
-   each pick before the next; when nothing is predicted to gain, pick by a more optimistic
-   bound (uncertain configs), then at random. Batches grow with the data (``batch_growth``).
+3. pick the batch greedily by hypervolume gain over the real front, "believing" each pick
+   before the next: with GPs, pick ``k`` is scored on the ``k``-th joint posterior sample of
+   the predicted-best candidates (batch Thompson sampling), with trees on the optimistic
+   bound; when nothing is predicted to gain, pick by a more optimistic bound (uncertain
+   configs), then at random. Batches grow with the data (``batch_growth``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ RETUNE_GROWTH = 1.5  # GP hyperparameters are re-tuned when the data grew by thi
 EXPLORE_KAPPA = 3.0  # optimism of the second pass that fills a batch with uncertain configs
 MAX_WASTE_PROBABILITY = 0.3  # configs predicted wasted more often than this are skipped
 MAX_SHORTLIST = 200  # predicted-best unseen configs scored for hypervolume gain per round
+WARP_SHIFT = 0.1  # objective warp log(y - min + WARP_SHIFT * (median - min)), see _LogWarp
 
 
 class SurrogateProposer(BatchProposer):
@@ -71,6 +75,8 @@ class SurrogateProposer(BatchProposer):
         self._data: dict[str, EvalResult] = {}
         self._kernels: list = []  # tuned GP kernels, one per target
         self._tuned_at = 0  # how many points they were tuned on
+        self._warps: list[_LogWarp] = []  # objective transforms of the last fit
+        self._models: list = []  # objective models of the last fit
 
     def _tell(self, results: list[EvalResult]) -> None:
         for r in results:  # every result is training data, wherever it came from
@@ -88,10 +94,11 @@ class SurrogateProposer(BatchProposer):
             return self._random_unseen(n, origin="init")
         size = max(self.batch_size, int(self.batch_growth * len(self._data)))
         X, mean, spread = self._inner_search(_best(ok, self.objectives, self.max_train))
-        picks = self._pick(mean - self.kappa * spread, ok, size)
+        picks = self._pick(self._draws(X, mean, spread, size), ok, size)
         if len(picks) < size:  # nothing promising left: the most uncertain promise next
             rest = np.setdiff1d(np.arange(len(X)), picks)
-            more = self._pick(mean[rest] - EXPLORE_KAPPA * spread[rest], ok, size - len(picks))
+            more = self._pick(self._bound(mean[rest], spread[rest], EXPLORE_KAPPA), ok,
+                              size - len(picks))
             picks += [int(rest[i]) for i in more]
         batch = [Candidate(self.space.decode(X[i]), origin="evo") for i in picks]
         self._seen.update(genome(X[i]) for i in picks)
@@ -109,14 +116,16 @@ class SurrogateProposer(BatchProposer):
         """Unseen index vectors visited by NSGA-II on the surrogates, with the predicted mean
         and spread of each objective."""
         X = np.array([self.space.encode(r.config) for r in ok])
-        targets = [minimization_matrix(ok, self.objectives)[:, j]
-                   for j in range(len(self.objectives))]
+        F = minimization_matrix(ok, self.objectives)
+        self._warps = [_LogWarp(F[:, j]) for j in range(len(self.objectives))]
+        targets = [warp(F[:, j]) for j, warp in enumerate(self._warps)]
         targets += [np.array([r.constraints[c.name] for r in ok]) for c in self.constraints]
         with warnings.catch_warnings():  # GP kernel bounds hit on tiny data: expected, harmless
             warnings.simplefilter("ignore", ConvergenceWarning)
             retune = len(X) >= RETUNE_GROWTH * self._tuned_at
             models = [self._regressor(None if retune else self._kernels[i])
                       .fit(self._features(X), y) for i, y in enumerate(targets)]
+        self._models = models[: len(self.objectives)]
         if self.model == "gp" and retune:
             self._kernels, self._tuned_at = [m.kernel_ for m in models], len(X)
         failure = self._failure_model()
@@ -137,6 +146,27 @@ class SurrogateProposer(BatchProposer):
         unseen = np.array([genome(x) not in self._seen for x in visited], dtype=bool)
         return visited[unseen], mean[unseen], spread[unseen]
 
+    def _bound(self, mean: np.ndarray, spread: np.ndarray, kappa: float) -> np.ndarray:
+        """Objectives at ``kappa`` spreads below the predicted mean, in their own units."""
+        return np.column_stack([warp.inverse(mean[:, j] - kappa * spread[:, j])
+                                for j, warp in enumerate(self._warps)])
+
+    def _draws(self, X: np.ndarray, mean: np.ndarray, spread: np.ndarray, size: int
+               ) -> np.ndarray:
+        """``(len(X), size, n_obj)`` objective values to pick by, one draw per pick: joint
+        samples of each GP's posterior on the predicted-best configs (batch Thompson sampling;
+        the others get +inf), or the optimistic bound for every pick with trees."""
+        bound = self._bound(mean, spread, self.kappa)
+        if self.model != "gp" or len(X) == 0:
+            return np.repeat(bound[:, None, :], size, axis=1)
+        order = np.argsort(_rank(bound), kind="stable")[:MAX_SHORTLIST]
+        Z = self._features(X[order])
+        draws = np.full((len(X), size, len(self._models)), np.inf)
+        for j, (model, warp) in enumerate(zip(self._models, self._warps, strict=True)):
+            sample = model.sample_y(Z, size, random_state=int(self.rng.integers(2**31)))
+            draws[order, :, j] = warp.inverse(sample.reshape(len(order), size))
+        return draws
+
     def _crossovers(self, ok: list[EvalResult], n: int = 400) -> np.ndarray:
         """Uniform crossovers of real configs picked by rank tournaments, then one mutation:
         what an evolutionary step from the real population would try, to be pre-screened."""
@@ -152,28 +182,34 @@ class SurrogateProposer(BatchProposer):
         return children
 
     def _pick(self, P: np.ndarray, ok: list[EvalResult], size: int) -> list[int]:
-        """Up to ``size`` rows of predictions ``P``, greedily by hypervolume gain over the real
-        feasible front, each pick believed before the next; none without a predicted gain."""
+        """Up to ``size`` rows of predictions ``P`` (``(n, n_obj)``, or ``(n, size, n_obj)``
+        with the values of pick ``k`` in ``P[:, k]``), greedily by hypervolume gain over the
+        real feasible front, each pick believed before the next; a draw without a gain is
+        skipped."""
         if len(P) == 0:
             return []
-        order = np.argsort(_rank(P), kind="stable")[:MAX_SHORTLIST]
+        drawn = P.ndim == 3
+        if not drawn:
+            P = np.repeat(P[:, None, :], size, axis=1)
+        order = np.argsort(_rank(P.min(axis=1)), kind="stable")[:MAX_SHORTLIST]
         P = P[order]
         feasible = [r for r in ok if r.feasible]
-        F = minimization_matrix(feasible, self.objectives) if feasible else P[:1]
+        F = minimization_matrix(feasible, self.objectives) if feasible else P[:1, 0]
         front = F[non_dominated_mask(F)]
         ideal, nadir = front.min(axis=0), front.max(axis=0)
         picks: list[int] = []
         base = hypervolume(front, ideal, nadir)
-        for _ in range(min(size, len(P))):
+        for k in range(size):
             gains = np.array([-1.0 if i in picks else
-                              hypervolume(np.vstack([front, P[i]]), ideal, nadir) - base
+                              hypervolume(np.vstack([front, P[i, k]]), ideal, nadir) - base
                               for i in range(len(P))])
             best = int(np.argmax(gains))
-            if gains[best] <= 0:
+            if gains[best] > 0:
+                picks.append(best)
+                front = np.vstack([front, P[best, k]])
+                base += gains[best]
+            elif not drawn:
                 break
-            picks.append(best)
-            front = np.vstack([front, P[best]])
-            base += gains[best]
         return [int(order[i]) for i in picks]
 
     def _regressor(self, kernel=None):
@@ -232,6 +268,23 @@ def _rank(P: np.ndarray) -> np.ndarray:
     for r, idx in enumerate(NonDominatedSorting().do(P)):
         rank[idx] = r
     return rank
+
+
+class _LogWarp:
+    """Monotone transform of a minimised target, ``log(y - min + shift)``: it spreads out the
+    best values, where the front is decided, and squeezes the long tail of poor ones (bad
+    architectures), so the model spends its fit on the difference between good and best."""
+
+    def __init__(self, y: np.ndarray) -> None:
+        low = float(np.min(y))
+        span = float(np.median(y)) - low
+        self.offset = low - WARP_SHIFT * (span if span > 0 else 1.0)
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        return np.log(y - self.offset)
+
+    def inverse(self, z: np.ndarray) -> np.ndarray:
+        return np.exp(z) + self.offset
 
 
 class _Features:
