@@ -36,6 +36,7 @@ log = logging.getLogger("hybridmoo")
 MAX_IDLE_ASKS = 100  # asks in a row that bring nothing new before the proposer counts as stuck
 SETUP_CHECK_EVALS = 3  # this many first results all missing one objective = a setup error
 NOT_FINITE = "is not a finite number"  # in the reason run_evaluation gives a NaN / Inf objective
+OUT_OF_TIME = "max_seconds reached"  # the stop reason when the time budget ends evolution
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,9 @@ class RefineSchedule:
 
     ``final_share`` (with ``max_seconds`` only) keeps that share of the time for the end:
     evolution stops that much earlier, then rounds repeat on the front as it is then until the
-    time is up or every front record has been refined. Refining the final front wastes
-    nothing on survivors that later evolution would have dominated anyway."""
+    time is up or every front record has been refined (evolution then goes on with the time
+    left). Refining the final front wastes nothing on survivors that later evolution would
+    have dominated anyway."""
 
     refine: Callable[[list[EvalResult], ParetoArchive], list[EvalResult]]
     every: int | None
@@ -194,6 +196,9 @@ class _Loop:
         if self.refine.final_share > 0:  # rounds until the time is up or the front is done
             while not self._out_of_time() and self._refine_round():
                 pass
+            if reason == OUT_OF_TIME and not self._out_of_time():  # done early: evolve on
+                self.evolve_deadline = self.deadline
+                reason = self._evolve()
         elif not self._out_of_time():
             self._refine_round()
         return reason
@@ -224,7 +229,7 @@ class _Loop:
                 if len(self.new_results) < SETUP_CHECK_EVALS:
                     self._check_setup()
                 if self._evolution_over() and self._evolved() < self.max_evals:
-                    return "max_seconds reached"
+                    return OUT_OF_TIME
                 return f"max_evals={self.max_evals} reached"
             self._collect(*self.backend.next_done())
 

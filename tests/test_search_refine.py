@@ -119,8 +119,7 @@ def test_final_share_refines_the_final_front_in_the_time_kept_for_it():
     assert elapsed < 2.2
     # no round during evolution; evolution stopped about 0.6 s (40 %) before the deadline
     assert calls_at and min(calls_at) - start > 0.8
-    assert max(result.history.index(r) for r in evolved) < min(
-        result.history.index(r) for r in refined)
+    assert evolved and refined
     # rounds repeat until the time is up or every front record is refined, each on new ones
     assert len(calls_at) >= 2
     parents = [r.candidate.parents[0] for r in refined]
@@ -157,3 +156,22 @@ def test_final_share_needs_max_seconds():
     schedule = RefineSchedule(ToyRefiner(), every=None, final_share=0.2)
     with pytest.raises(ConfigError, match="max_seconds"):
         search(SPACE, toy_evaluate, OBJECTIVES, max_evals=5, refine=schedule, progress=False)
+
+
+def test_time_left_after_the_final_rounds_goes_back_to_evolution():
+    import time
+
+    def slow(config):
+        time.sleep(0.02)
+        return toy_evaluate(config)
+
+    schedule = RefineSchedule(ToyRefiner(), every=None, survivors=1000, final_share=0.5)
+    start = time.monotonic()
+    result = search(SPACE, slow, OBJECTIVES, algorithm="random", max_evals=10_000, seed=0,
+                    refine=schedule, max_seconds=1.5, progress=False)
+    assert 1.4 < time.monotonic() - start < 2.2  # the whole budget is used
+    origins = [r.candidate.origin for r in result.history]
+    first_refined = origins.index("refine")
+    assert "refine" not in origins[:first_refined]
+    assert any(o != "refine" for o in origins[first_refined:])  # evolution went on
+    assert result.stop_reason == "max_seconds reached"
