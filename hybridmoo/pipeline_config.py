@@ -25,7 +25,7 @@
       final_share: 0            # with max_seconds: share of it kept for rounds on the final
                                 #   front (they repeat until the time is up)
       steps: 40                 # and any other RefineSettings key
-      solver: pcgrad
+      solver: linear
     export: true                # export the final front (run_dir/export/)
     report: true                # write run_dir/report/report.html
     run_dir: runs/pipeline      # required; relative to the YAML file

@@ -37,7 +37,7 @@ class RefineSettings:
     steps: int = 40
     lr: float = 3e-4
     gate_lr: float = 0.3
-    solver: str = "pcgrad"  # the best refined-set hypervolume in scripts/bench_refine_solvers.py
+    solver: str = "linear"  # the best refined-set hypervolume in scripts/bench_refine_solvers.py
     solver_options: Mapping[str, Any] = field(default_factory=dict)
     normalize_gradients: bool = True
     distill: bool = True
