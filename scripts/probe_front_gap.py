@@ -43,9 +43,12 @@ def main() -> None:
     def hv(F: np.ndarray) -> float:
         return hypervolume(F, ideal, nadir)
 
+    def normalised(F: np.ndarray) -> list:
+        return np.round((F - ideal) / (nadir - ideal), 3).tolist()
+
     def shown(F: np.ndarray) -> list:
         F = F[non_dominated_mask(F)]
-        return np.round((F[np.argsort(F[:, 0])] - ideal) / (nadir - ideal), 3).tolist()
+        return normalised(F[np.argsort(F[:, 0])])
 
     full = hv(true)
     print(f"true front ({', '.join(objectives)}, normalised): {shown(true)}")
@@ -62,7 +65,7 @@ def main() -> None:
         print(f"  default front: {shown(F)}")
         print(f"  vanilla front: {shown(V)}")
         print(f"  the true point worth most to the default run: "
-              f"{np.round((true[i] - ideal) / (nadir - ideal), 3).tolist()}, "
+              f"{normalised(true[i])}, "
               f"+{gains[i] / full:.3f} of the true HV")
 
 
