@@ -55,8 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.command(args)
     except KeyboardInterrupt:
-        hint = getattr(args, "resume_hint", None)
-        message = f"resume it with: {hint}" if hint else "nothing was journaled"
+        hint, marker = getattr(args, "resume_hint", None), getattr(args, "resume_marker", None)
+        resumable = hint is not None and marker is not None and marker.is_file()
+        message = f"resume it with: {hint}" if resumable else "nothing was written to resume"
         print(f"\n{PROG}: interrupted; {message}", file=sys.stderr)
         return 130
     except HybridMooError as exc:
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the run config (YAML); see examples/*.yaml")
     p.add_argument("--resume", action="store_true",
                    help="continue the run recorded in run_dir (replays its journal)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run recorded in run_dir (finished or not) and start over")
     p.add_argument("--algorithm", metavar="NAME",
                    help="search engine (see 'hybridmoo algorithms'); another engine than the "
                         "config's also drops the config's algorithm_options")
@@ -201,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from hybridmoo.config import load_run_config
+    from hybridmoo.journal import RUN_FILE
+    from hybridmoo.rundir import clear_run
 
     overrides = {"algorithm": args.algorithm, "max_evals": args.max_evals, "seed": args.seed,
                  "run_dir": args.run_dir, "backend": args.backend, "workers": args.workers}
@@ -214,7 +219,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if is_pipeline_config(read_config_file(args.config)):
         return run_pipeline_config(args, overrides)
     config = load_run_config(args.config, overrides)
-    set_resume_hint(args, config.run_dir, "search")
+    set_resume_hint(args, config.run_dir, "search", RUN_FILE)
+    if args.overwrite:
+        if args.resume:
+            raise ConfigError("--resume continues a run and --overwrite deletes it: give one")
+        clear_run(config.run_dir)
     console = make_console()
     if not args.quiet:
         space = config.space

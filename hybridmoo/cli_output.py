@@ -92,15 +92,18 @@ def pipeline_summary(console: Console, result: Any, quiet: bool, seconds: float)
     console.print(f"total time: {seconds:.0f} s")
 
 
-def set_resume_hint(args: Any, run_dir: Any, command: str) -> None:
-    """``--resume`` needs a run directory (ConfigError otherwise); with one, remember how to
-    resume for the message an interrupt prints."""
-    if args.resume and run_dir is None:
-        raise ConfigError(f"{args.config}: --resume needs a run directory: set run_dir in the "
-                          "config or give --run-dir")
+def set_resume_hint(args: Any, run_dir: Any, command: str, marker: str) -> None:
+    """``--resume`` (and ``--overwrite``) need a run directory (ConfigError otherwise); with
+    one, remember how to resume for the message an interrupt prints, which offers it only once
+    the file ``marker`` (what a resume needs) exists in the run directory."""
+    for flag in ("resume", "overwrite"):
+        if getattr(args, flag, False) and run_dir is None:
+            raise ConfigError(f"{args.config}: --{flag} needs a run directory: set run_dir in "
+                              "the config or give --run-dir")
     if run_dir is not None:
         args.resume_hint = f"{PROG} {command} --config {args.config} --resume" + (
             f" --run-dir {args.run_dir}" if args.run_dir else "")
+        args.resume_marker = Path(run_dir) / marker
 
 
 def make_console() -> Console:

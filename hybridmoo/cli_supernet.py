@@ -42,26 +42,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def run_pipeline_config(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from hybridmoo.pipeline import run_pipeline
     from hybridmoo.pipeline_config import load_pipeline_config
+    from hybridmoo.rundir import PIPELINE_FILE
 
     cfg = load_pipeline_config(args.config, overrides)
-    set_resume_hint(args, cfg.run_dir, "search")
+    set_resume_hint(args, cfg.run_dir, "search", PIPELINE_FILE)
     console = make_console()
     if not args.quiet:
         console.print(f"supernet pipeline: {cfg.train.model} on {cfg.train.data}, then "
                       f"max_evals={cfg.max_evals}, seed={cfg.seed}"
                       + (" (resuming)" if args.resume else ""))
     start = time.monotonic()
-    result = run_pipeline(cfg, resume=args.resume, progress=False if args.quiet else None)
+    result = run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite,
+                          progress=False if args.quiet else None)
     pipeline_summary(console, result, args.quiet, time.monotonic() - start)
     return 0
 
 
 def cmd_train_supernet(args: argparse.Namespace) -> int:
+    from hybridmoo.supernet.checkpoint import META_FILE
     from hybridmoo.supernet.train_config import load_train_config
     from hybridmoo.supernet.training import train_supernet
 
     config = load_train_config(args.config, {"steps": args.steps, "run_dir": args.run_dir})
-    set_resume_hint(args, config.run_dir, "train-supernet")
+    set_resume_hint(args, config.run_dir, "train-supernet", META_FILE)
     distributed = distributed_training(args)
     console = make_console()
     if not args.quiet:

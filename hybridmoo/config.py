@@ -107,11 +107,9 @@ class RunConfig:
 
     def make_backend(self) -> Any:
         """The backend name, or for ``ray`` a RayBackend built with the ``ray`` options."""
-        if self.backend != "ray":
-            return self.backend
-        from hybridmoo.backends import make_backend
+        from hybridmoo.backends import backend_for
 
-        return make_backend("ray", self.workers, **self.ray)
+        return backend_for(self.backend, self.workers, self.ray)
 
     def run(self, *, resume: bool = False, progress: bool | None = None) -> SearchResult:
         """Run the search this config describes."""

@@ -19,21 +19,34 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from hybridmoo.errors import ConfigError, RunDirError
 from hybridmoo.files import write_atomic
 from hybridmoo.objectives import EvalResult
 from hybridmoo.pipeline_config import PipelineConfig
+from hybridmoo.rundir import (
+    PIPELINE_FILE,
+    PIPELINE_LOCK_FILE,
+    REFINED_DIR,
+    SUPERNET_DIR,
+    check_pipeline_dir,
+    clear_run,
+    search_started,
+    trained_steps,
+)
 from hybridmoo.search import RefineSchedule, SearchResult, search
 
 log = logging.getLogger("hybridmoo")
 
-PIPELINE_FILE = "pipeline.json"
-SUPERNET_DIR = "supernet"
-REFINED_DIR = "refined"
+RESUMABLE = ("max_evals", "max_seconds", "backend", "workers", "ray")
+"""Pipeline settings a resumed run may change."""
 
 
 @dataclass
@@ -47,36 +60,43 @@ class PipelineResult:
     report: Path | None = None
 
 
-def run_pipeline(cfg: PipelineConfig, *, resume: bool = False,
+def run_pipeline(cfg: PipelineConfig, *, resume: bool = False, overwrite: bool = False,
                  progress: bool | None = None) -> PipelineResult:
-    """Run every stage of ``cfg`` (see the module docstring); ``resume`` continues a run."""
+    """Run every stage of ``cfg`` (see the module docstring); ``resume`` continues a run,
+    ``overwrite`` deletes the run in ``cfg.run_dir`` first. Everything that can be checked
+    (run directory, model, checkpoint, data, device, Ray address) is checked before the first
+    file is written, so a bad config leaves the directory as it was."""
     from hybridmoo.evaluate import SubnetEvaluator
 
     run_dir = Path(cfg.run_dir)
-    _write_settings(run_dir, cfg, resume)
-    supernet, data, metrics = _supernet(cfg, run_dir, resume, progress)
-    latency: Any = "measure"
-    if cfg.evaluation.get("latency_model"):
-        from hybridmoo.evaluate import LatencyModel
+    settings = json.loads(json.dumps(_settings(cfg), default=str))
+    check_pipeline_dir(run_dir, settings, resume=resume, overwrite=overwrite,
+                       resumable=RESUMABLE)
+    latency, prepared = _preflight(cfg, run_dir, resume)
+    with _pipeline_lock(run_dir):
+        if overwrite:
+            clear_run(run_dir)
+        if not resume:
+            write_atomic(run_dir / PIPELINE_FILE, json.dumps(settings, indent=1, sort_keys=True))
+        supernet, data, metrics = _supernet(cfg, run_dir, prepared, progress)
+        evaluator = SubnetEvaluator(supernet, data, latency=latency, **_evaluator_options(cfg))
+        objectives = [o for o in evaluator.objectives if o.name in cfg.objectives]
+        result = search(supernet.space, evaluator, objectives,
+                        algorithm=cfg.algorithm or _default_algorithm(),
+                        algorithm_options=cfg.algorithm_options, max_evals=cfg.max_evals,
+                        seed=cfg.seed, backend=cfg.make_backend(), workers=cfg.workers,
+                        run_dir=run_dir, resume=resume and search_started(run_dir),
+                        refine=_schedule(cfg, supernet, data, evaluator, run_dir),
+                        max_seconds=cfg.max_seconds, progress=progress)
+        export_dir = report = None
+        if cfg.export:
+            from hybridmoo.export import export_run
 
-        latency = LatencyModel.load(cfg.evaluation["latency_model"])
-    evaluator = SubnetEvaluator(supernet, data, latency=latency, **_evaluator_options(cfg))
-    objectives = [o for o in evaluator.objectives if o.name in cfg.objectives]
-    result = search(supernet.space, evaluator, objectives,
-                    algorithm=cfg.algorithm or _default_algorithm(),
-                    algorithm_options=cfg.algorithm_options, max_evals=cfg.max_evals,
-                    seed=cfg.seed, backend=cfg.backend, workers=cfg.workers, run_dir=run_dir,
-                    resume=resume, refine=_schedule(cfg, supernet, data, evaluator, run_dir),
-                    max_seconds=cfg.max_seconds, progress=progress)
-    export_dir = report = None
-    if cfg.export:
-        from hybridmoo.export import export_run
+            export_dir = export_run(run_dir)
+        if cfg.report:
+            from hybridmoo.report import report_run
 
-        export_dir = export_run(run_dir)
-    if cfg.report:
-        from hybridmoo.report import report_run
-
-        report = report_run(run_dir)
+            report = report_run(run_dir)
     return PipelineResult(result, run_dir, metrics, export_dir, report)
 
 
@@ -96,25 +116,48 @@ def refined_dir(run_dir: str | os.PathLike[str], key: str) -> Path:
     return Path(run_dir) / REFINED_DIR / key
 
 
-def _write_settings(run_dir: Path, cfg: PipelineConfig, resume: bool) -> None:
-    settings = json.loads(json.dumps(_settings(cfg), default=str))
-    path = run_dir / PIPELINE_FILE
-    if resume:
-        if not path.is_file():
-            raise RunDirError(f"cannot resume: {run_dir} holds no pipeline ({PIPELINE_FILE} "
-                              "missing)")
-        old = json.loads(path.read_text())
-        changed = sorted(k for k in set(old) | set(settings)
-                         if old.get(k) != settings.get(k)
-                         and k not in ("max_evals", "max_seconds", "backend", "workers"))
-        if changed:
-            raise RunDirError(f"cannot resume {run_dir}: the pipeline was started with "
-                              f"different {changed}")
-    elif path.exists() or (run_dir / "run.json").exists():
-        raise RunDirError(f"run directory {run_dir} already holds a run; resume it (--resume) "
-                          "or choose another directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(settings, indent=1, sort_keys=True))
+def _preflight(cfg: PipelineConfig, run_dir: Path, resume: bool) -> tuple[Any, Any]:
+    """Check what the config names before anything is written: the evaluation device, the
+    latency model, the Ray address, and (unless a finished supernet is resumed) the data, model
+    and checkpoint, built as training builds them. Returns the evaluator's ``latency``
+    ("measure" or the latency model) and the supernet to come: its checkpoint directory when
+    training is done, else ``prepare_training``'s (data, untrained supernet)."""
+    from hybridmoo.evaluate.measure import resolve_device
+    from hybridmoo.supernet.training import prepare_training
+
+    resolve_device(cfg.evaluation.get("device", "cpu"))
+    latency: Any = "measure"
+    if cfg.evaluation.get("latency_model"):
+        from hybridmoo.evaluate import LatencyModel
+
+        latency = LatencyModel.load(cfg.evaluation["latency_model"])
+    if cfg.backend == "ray":
+        from hybridmoo.backends.ray_cluster import check_address
+
+        check_address(cfg.ray.get("address"))
+    if resume and trained_steps(run_dir) >= cfg.train.steps:
+        return latency, run_dir / SUPERNET_DIR
+    return latency, prepare_training(cfg.train)
+
+
+@contextmanager
+def _pipeline_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s pipeline lock for every stage: a second process is refused."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create run directory {run_dir}: "
+                          f"{exc.strerror or exc}") from None
+    lock = FileLock(str(run_dir / PIPELINE_LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunDirError(f"run directory {run_dir} is in use by another hybridmoo "
+                          "process") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _settings(cfg: PipelineConfig) -> dict[str, Any]:
@@ -130,23 +173,23 @@ def _settings(cfg: PipelineConfig) -> dict[str, Any]:
     return out
 
 
-def _supernet(cfg: PipelineConfig, run_dir: Path, resume: bool, progress: bool | None
+def _supernet(cfg: PipelineConfig, run_dir: Path, prepared: Any, progress: bool | None
               ) -> tuple[Any, Any, dict[str, float]]:
-    """The trained supernet: trained now, resumed, or (when finished) loaded."""
+    """The trained supernet: loaded when training finished (``prepared`` is its directory),
+    else trained now from ``prepared`` (resumed from its last checkpoint when it has one)."""
     from hybridmoo.data import make_data
     from hybridmoo.supernet import load_supernet, train_supernet
     from hybridmoo.supernet.checkpoint import META_FILE
 
     train_dir = run_dir / SUPERNET_DIR
-    meta_path = train_dir / META_FILE
-    if resume and meta_path.is_file():
-        meta = json.loads(meta_path.read_text()).get("meta", {})
-        if int(meta.get("step", 0)) >= cfg.train.steps:
-            supernet = load_supernet(train_dir)
-            return supernet, make_data(cfg.train.data, cfg.train.image_size), meta.get(
-                "metrics", {})
+    if isinstance(prepared, Path):
+        meta = json.loads((train_dir / META_FILE).read_text()).get("meta", {})
+        supernet = load_supernet(train_dir)
+        return supernet, make_data(cfg.train.data, cfg.train.image_size), meta.get(
+            "metrics", {})
     trained = train_supernet(replace(cfg.train, run_dir=str(train_dir)),
-                             resume=resume and meta_path.is_file(), progress=progress)
+                             resume=(train_dir / META_FILE).is_file(), progress=progress,
+                             prepared=prepared)
     return trained.supernet, trained.data, trained.metrics
 
 

@@ -31,6 +31,7 @@
     run_dir: runs/pipeline      # required; relative to the YAML file
     backend: local
     workers: 1
+    ray: {address: auto, num_gpus: 0.25}   # RayBackend options (backend: ray), as in run configs
 
 Unknown keys and wrong types are :class:`ConfigError`\\ s naming the file and the key.
 """
@@ -49,7 +50,7 @@ from hybridmoo.loading import did_you_mean
 
 PIPELINE_KEYS = ("supernet", "evaluation", "objectives", "algorithm", "algorithm_options",
                  "max_evals", "max_seconds", "seed", "refine", "export", "report", "run_dir",
-                 "backend", "workers")
+                 "backend", "workers", "ray")
 EVALUATION_KEYS = {"device": str, "batch_size": int, "eval_batch_size": int,
                    "latency_batch": int, "repeats": int,
                    "warmup": int, "bn_batches": int, "latency_model": str}
@@ -76,7 +77,14 @@ class PipelineConfig:
     report: bool = True
     backend: str = "local"
     workers: int = 1
+    ray: dict[str, Any] = field(default_factory=dict)  # RayBackend options (backend: ray)
     source: str = "config"
+
+    def make_backend(self) -> Any:
+        """The backend name, or for ``ray`` a RayBackend built with the ``ray`` options."""
+        from hybridmoo.backends import backend_for
+
+        return backend_for(self.backend, self.workers, self.ray)
 
 
 def is_pipeline_config(data: Any) -> bool:
@@ -113,6 +121,7 @@ class _PipelineReader(ConfigReader):
         if max_seconds is not None and not self.number("max_seconds", max_seconds) > 0:
             self.fail(f"max_seconds must be a positive number of seconds, got {max_seconds}")
         refine = self.refine(data.get("refine"))
+        workers = self.integer(data, "workers", 1, minimum=1)
         if refine and refine["final_share"] > 0 and max_seconds is None:
             self.fail("refine.final_share is a share of max_seconds: set max_seconds")
         return PipelineConfig(
@@ -126,8 +135,8 @@ class _PipelineReader(ConfigReader):
             seed=self.integer(data, "seed", 0, minimum=0),
             refine=refine,
             export=self.flag(data, "export"), report=self.flag(data, "report"),
-            backend=self.backend(data.get("backend", "local")),
-            workers=self.integer(data, "workers", 1, minimum=1), source=self.source)
+            backend=self.backend(data.get("backend", "local")), workers=workers,
+            ray=self.ray_options(data.get("ray"), workers), source=self.source)
 
     def evaluation(self, value: Any) -> dict[str, Any]:
         fields = self.record("evaluation", value or {}, tuple(EVALUATION_KEYS))

@@ -30,11 +30,11 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.files import write_atomic
 from hybridmoo.journal import JOURNAL_FILE, RUN_FILE
 from hybridmoo.objectives import EvalResult, Objective
+from hybridmoo.rundir import EXPORT_DIR, REPORT_DIR
 from hybridmoo.space import REFINED
 
-REPORT_DIR = "report"
 REPORT_FILE = "report.html"
-EXPORT_INDEX = Path("export") / "front.json"
+EXPORT_INDEX = Path(EXPORT_DIR) / "front.json"
 GREY, EVO, REFINE = "#b8b8b8", "#1f5fbf", "#d2421b"
 _POINT_DIR = re.compile(r"^[0-9]{2,}_[0-9a-z]{1,8}$")
 

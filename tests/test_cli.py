@@ -159,16 +159,24 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     assert len((out_dir / JOURNAL_FILE).read_text().splitlines()) == len(journal)
 
 
-def test_keyboard_interrupt_exits_130_with_a_resume_hint(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("started", [True, False])
+def test_keyboard_interrupt_exits_130_with_a_true_resume_hint(tmp_path, capsys, monkeypatch,
+                                                               started):
     from hybridmoo.config import RunConfig
+    from hybridmoo.journal import RUN_FILE
 
     def interrupted(self, **kwargs):
+        if started:  # the search wrote what a resume needs before the interrupt
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / RUN_FILE).write_text("{}")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(RunConfig, "run", interrupted)
     assert main(["search", "-c", str(nasbench_config(tmp_path))]) == 130
     err = capsys.readouterr().err
-    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert "interrupted" in err and "Traceback" not in err
+    assert ("--resume" in err) is started
+    assert started or "nothing was written to resume" in err
 
 
 # -- errors: one line, exit 2, no traceback ------------------------------------------------

@@ -23,4 +23,11 @@ def make_backend(name: str = "local", workers: int = 1, **options: object) -> Ba
     raise unknown_name("backend", name, BACKENDS)
 
 
-__all__ = ["BACKENDS", "RAY_OPTIONS", "Backend", "LocalBackend", "RayBackend", "make_backend"]
+def backend_for(name: str, workers: int, ray_options: dict[str, object]) -> str | Backend:
+    """What a config's ``backend`` / ``workers`` / ``ray`` keys make: the name for ``local``
+    (``search`` builds it), a RayBackend with the ``ray`` options for ``ray``."""
+    return name if name != "ray" else make_backend("ray", workers, **ray_options)
+
+
+__all__ = ["BACKENDS", "RAY_OPTIONS", "Backend", "LocalBackend", "RayBackend", "backend_for",
+           "make_backend"]

@@ -29,12 +29,9 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.export.files import read_manifest
 from hybridmoo.export.front import FrontPoint, export_front
 from hybridmoo.export.network import load_network
+from hybridmoo.rundir import EXPORT_DIR, PIPELINE_FILE, REFINED_DIR, SUPERNET_DIR
 from hybridmoo.space import REFINED
 
-PIPELINE_FILE = "pipeline.json"
-SUPERNET_DIR = "supernet"
-REFINED_DIR = "refined"
-EXPORT_DIR = "export"
 _KEY = re.compile(r"^[0-9a-f]{16,128}$")
 
 

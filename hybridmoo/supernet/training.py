@@ -61,20 +61,30 @@ class TrainResult:
     skipped_steps: int = 0  # steps rolled back for a non-finite loss or gradient
 
 
-def train_supernet(config: TrainConfig | Mapping[str, Any], *, resume: bool = False,
-                   progress: bool | None = None, stop_at: int | None = None) -> TrainResult:
-    """Train a supernet as ``config`` says; returns it with the validation accuracy of its
-    largest and smallest sub-networks (after BatchNorm recalibration). ``stop_at`` ends this
-    call early at that step (with a checkpoint, no evaluation), as an interruption would; the
-    learning-rate schedule still spans ``config.steps``."""
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else None
-    if resume and run_dir is None:
-        raise ConfigError("resume needs a run_dir")
+def prepare_training(cfg: TrainConfig) -> tuple[ImageData, Supernet]:
+    """The data and the untrained supernet ``cfg`` names (seeded as training seeds them): every
+    check of the model name, the data and the checkpoint happens here, before any file is
+    written. :func:`train_supernet` takes the pair as ``prepared``."""
     torch.manual_seed(cfg.seed)
     data = make_data(cfg.data, cfg.image_size)
     sn = make_supernet(cfg.model, cfg.num_classes or data.num_classes, spec=cfg.spec,
                        image_size=cfg.image_size, checkpoint=cfg.checkpoint)
+    return data, sn
+
+
+def train_supernet(config: TrainConfig | Mapping[str, Any], *, resume: bool = False,
+                   progress: bool | None = None, stop_at: int | None = None,
+                   prepared: tuple[ImageData, Supernet] | None = None) -> TrainResult:
+    """Train a supernet as ``config`` says; returns it with the validation accuracy of its
+    largest and smallest sub-networks (after BatchNorm recalibration). ``stop_at`` ends this
+    call early at that step (with a checkpoint, no evaluation), as an interruption would; the
+    learning-rate schedule still spans ``config.steps``. ``prepared``: what
+    :func:`prepare_training` returned for ``config``, when the caller checked it first."""
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else None
+    if resume and run_dir is None:
+        raise ConfigError("resume needs a run_dir")
+    data, sn = prepared if prepared is not None else prepare_training(cfg)
     optimizer, scheduler = _optimizer(sn, cfg)
     rng = np.random.default_rng(cfg.seed)
     step, losses, bad_in_a_row = 0, [], 0

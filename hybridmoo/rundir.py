@@ -1,0 +1,139 @@
+"""What a run directory holds, and how a new, resumed or overwritten run may use it.
+
+A search run directory holds ``run.json`` + ``journal.jsonl`` (:mod:`hybridmoo.journal`); a
+supernet pipeline run adds ``pipeline.json``, ``supernet/``, ``refined/``, ``export/`` and
+``report/`` (:mod:`hybridmoo.pipeline`). These are the only entries ``--overwrite`` removes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from hybridmoo.errors import RunDirError
+from hybridmoo.journal import JOURNAL_FILE, LOCK_FILE, RUN_FILE
+
+PIPELINE_FILE = "pipeline.json"
+PIPELINE_LOCK_FILE = ".pipeline.lock"  # held by a pipeline for all its stages
+SUPERNET_DIR = "supernet"
+REFINED_DIR = "refined"
+EXPORT_DIR = "export"
+REPORT_DIR = "report"
+RUN_ENTRIES = (PIPELINE_FILE, RUN_FILE, JOURNAL_FILE, SUPERNET_DIR, REFINED_DIR, EXPORT_DIR,
+               REPORT_DIR)
+"""Everything hybridmoo writes into a run directory, but its lock files."""
+LOCK_FILES = (LOCK_FILE, PIPELINE_LOCK_FILE)
+
+START_OVER = "start over with --overwrite (deletes it)"
+
+
+def holds_run(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds a search or pipeline run (finished or not)."""
+    return (run_dir / PIPELINE_FILE).is_file() or (run_dir / RUN_FILE).is_file()
+
+
+def check_pipeline_dir(run_dir: Path, settings: Mapping[str, Any], *, resume: bool,
+                       overwrite: bool, resumable: tuple[str, ...]) -> None:
+    """RunDirError (one line saying what to do) unless a pipeline with ``settings`` may start
+    (``resume`` False), continue (``resume``) or replace what is there (``overwrite``) in
+    ``run_dir``. Reads only: nothing is written or removed here."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} is not a directory (a file is in the way)")
+    if resume and overwrite:
+        raise RunDirError("--resume continues a run and --overwrite deletes it: give one")
+    path = run_dir / PIPELINE_FILE
+    if overwrite:
+        check_can_overwrite(run_dir)
+        return
+    if not path.is_file():
+        if resume:
+            what = ("a search run, not a supernet pipeline" if (run_dir / RUN_FILE).is_file()
+                    else "no pipeline run")
+            raise RunDirError(f"cannot resume: {run_dir} holds {what} ({PIPELINE_FILE} "
+                              "missing); run it without --resume")
+        if (run_dir / RUN_FILE).is_file():
+            raise RunDirError(f"run directory {run_dir} already holds a search run; "
+                              f"{START_OVER}, or choose another run_dir")
+        return
+    old = json.loads(path.read_text())
+    changed = sorted(k for k in set(old) | set(settings)
+                     if old.get(k) != settings.get(k) and k not in resumable)
+    if changed:
+        verb = "cannot resume" if resume else "cannot start"
+        raise RunDirError(f"{verb} {run_dir}: it holds a pipeline run started with different "
+                          f"{changed}; {START_OVER}, or choose another run_dir")
+    if not resume:
+        raise RunDirError(f"run directory {run_dir} already holds a run of this config "
+                          f"({pipeline_stage(run_dir, old)}); continue it with --resume, "
+                          f"{START_OVER}, or choose another run_dir")
+
+
+def check_can_overwrite(run_dir: Path) -> None:
+    """RunDirError unless ``run_dir`` is missing, empty, or holds a hybridmoo run: --overwrite
+    never deletes a folder of other files."""
+    if not run_dir.exists() or holds_run(run_dir):
+        return
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} is not a directory (a file is in the way)")
+    others = sorted(p.name for p in run_dir.iterdir() if p.name not in LOCK_FILES)
+    if others:
+        raise RunDirError(f"--overwrite: {run_dir} holds no hybridmoo run but other files "
+                          f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
+                          "refusing to delete them")
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove every entry hybridmoo writes (:data:`RUN_ENTRIES`) from ``run_dir``; other files
+    stay. Refused while another process holds the search lock."""
+    check_can_overwrite(run_dir)
+    if not run_dir.is_dir():
+        return
+    lock = FileLock(str(run_dir / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunDirError(f"run directory {run_dir} is in use by another hybridmoo "
+                          "process") from None
+    try:
+        for name in RUN_ENTRIES:
+            path = run_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    finally:
+        lock.release()
+
+
+def pipeline_stage(run_dir: Path, settings: Mapping[str, Any]) -> str:
+    """Where the pipeline run in ``run_dir`` stands, in words (for messages)."""
+    steps = int(settings.get("train", {}).get("steps", 0))
+    step = trained_steps(run_dir)
+    if step < steps:
+        return f"supernet training at step {step} of {steps}"
+    journal = run_dir / JOURNAL_FILE
+    lines = journal.read_bytes().count(b"\n") if journal.is_file() else 0
+    if not (run_dir / EXPORT_DIR / "front.json").is_file():
+        return f"search with {lines} journaled evaluations"
+    return "finished"
+
+
+
+def trained_steps(run_dir: Path) -> int:
+    """Training steps in the pipeline's supernet checkpoint (0 when it has none)."""
+    from hybridmoo.supernet.checkpoint import META_FILE
+
+    meta_path = run_dir / SUPERNET_DIR / META_FILE
+    if not meta_path.is_file():
+        return 0
+    return int(json.loads(meta_path.read_text()).get("meta", {}).get("step", 0))
+
+
+def search_started(run_dir: Path) -> bool:
+    """True once the search has written its ``run.json``: only then can it be resumed."""
+    return (run_dir / RUN_FILE).is_file()
