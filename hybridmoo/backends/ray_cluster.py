@@ -145,3 +145,13 @@ def _current_cluster(given: str) -> str:
     if not found:
         raise ConfigError(f"ray address {given!r}: no running Ray cluster found on this machine")
     return str(found)
+
+
+def check_address(address: str | None) -> None:
+    """ConfigError now, before a run writes anything, when ``address`` (or ``RAY_ADDRESS``
+    for ``None``) names a cluster that does not answer."""
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = "auto"
+    target = _resolve(address)
+    if target is not None:
+        _probe(address or "", target)
