@@ -5,7 +5,8 @@
     spec: null                # a supernet spec YAML; default: the bundled one for the model
     num_classes: null         # default: the data's
     image_size: 32
-    data: digits              # or {root: path/to/image/folder} (train/ and val/ inside)
+    data: digits              # or an image folder (train/, val/ inside): {root: DIR,
+                              # skip_corrupt: false}; corrupt images are errors unless skipped
     steps: 300                # optimizer steps
     batch_size: 64
     optimizer: adamw          # any timm optimizer name
@@ -30,6 +31,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from hybridmoo.data import check_source
 from hybridmoo.errors import ConfigError
 from hybridmoo.loading import did_you_mean
 
@@ -76,8 +78,8 @@ class TrainConfig:
         for key in ("checkpoint", "spec", "run_dir"):
             if values.get(key) is not None and base is not None:
                 values[key] = str(base / values[key])
-        if isinstance(values.get("data"), Mapping) and base is not None:
-            values["data"] = {"root": str(base / values["data"]["root"])}
+        if isinstance(values.get("data"), dict) and "root" in values["data"] and base is not None:
+            values["data"] = {**values["data"], "root": str(base / values["data"]["root"])}
         if values.get("model", "").endswith((".safetensors", ".pt", ".pth")) and base is not None:
             values["model"] = str(base / values["model"])
         return cls(**values)
@@ -110,11 +112,7 @@ def _check(key: str, value: Any, source: str) -> Any:
             raise ConfigError(f"{where} must be true or false, got {value!r}")
         return value
     if key == "data":
-        if value == "digits":
-            return value
-        if isinstance(value, Mapping) and set(value) == {"root"} and isinstance(value["root"], str):
-            return {"root": value["root"]}
-        raise ConfigError(f"{where} must be 'digits' or {{root: path}}, got {value!r}")
+        return check_source(value, where)
     assert key in _STRINGS
     if value is None and key != "model" and key != "optimizer":
         return None

@@ -11,6 +11,7 @@ misuse) and the bad command.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -44,6 +45,28 @@ SETUP = "--then--"
 SEARCH = ["search", "-c", "run.yaml"]
 TRAIN = ["train-supernet", "-c", "train.yaml"]
 TINY_TRAIN = "model: test_resnet\nsteps: 2\nbatch_size: 8\ncalib_batches: 1\nsave_every: 0\n"
+
+
+def png(cut: bool = False) -> bytes:
+    """A real 32x32 PNG; with ``cut`` its first half only (the header reads, decoding
+    fails)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.frombytes("L", (32, 32), bytes(range(256)) * 4).convert("RGB").save(buffer, "PNG")
+    data = buffer.getvalue()
+    return data[:len(data) // 2] if cut else data
+
+
+def image_folder(**bad: bytes) -> dict[str, str | bytes]:
+    """``imgs/``: train/ and val/ with two classes of real PNGs, the files in ``bad`` (path
+    relative to imgs/) added or replaced, and ``train.yaml`` training on it."""
+    files: dict[str, str | bytes] = {
+        f"imgs/{split}/{label}/{i}.png": png() for split in ("train", "val")
+        for label in ("a", "b") for i in range(2)}
+    files.update({f"imgs/{name}": data for name, data in bad.items()})
+    files["train.yaml"] = TINY_TRAIN + "data: {root: imgs}\n"
+    return files
 
 
 def base(*drop: str, **changes: str) -> dict[str, str]:
@@ -146,6 +169,8 @@ CASES = [
      TRAIN, "no supernet spec serves model 'resnet9000'"),
     ("train-missing-data", {"train.yaml": TINY_TRAIN + "data: {root: no/such/folder}\n"}, TRAIN,
      "no/such/folder"),
+    ("train-corrupt-image", image_folder(**{"val/b/1.png": png(cut=True)}), TRAIN,
+     "1 corrupt or unreadable image: val/b/1.png (image file is truncated)"),
     ("train-image-too-small", {"train.yaml": TINY_TRAIN + "image_size: 4\n"}, TRAIN,
      "below the model's total stride"),
     ("train-resume-nothing", {"train.yaml": TINY_TRAIN + "run_dir: out\n"}, [*TRAIN, "--resume"],
