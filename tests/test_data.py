@@ -1,22 +1,49 @@
-"""Data sources: the schema of the ``data`` key and corrupt images in image folders."""
+"""Data sources: the schema of the ``data`` key, corrupt images in image folders, the IDX
+parser and Fashion-MNIST (the real files where Debian's dataset-fashion-mnist is installed)."""
 
 from __future__ import annotations
 
+import gzip
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from hybridmoo.data import check_source, corrupt_images, epoch_batches, eval_batches, make_data
+from hybridmoo.data import (
+    FASHION_MNIST_FILES,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_PACKAGE,
+    FASHION_MNIST_ROOT,
+    FASHION_MNIST_STD,
+    check_source,
+    corrupt_images,
+    epoch_batches,
+    eval_batches,
+    fashion_mnist,
+    make_data,
+    read_idx,
+)
 from hybridmoo.errors import ConfigError
 from hybridmoo.supernet.train_config import TrainConfig
+
+REAL = Path(FASHION_MNIST_ROOT)
+needs_real = pytest.mark.skipif(
+    not all((REAL / f"{name}.gz").is_file() for pair in FASHION_MNIST_FILES.values()
+            for name in pair),
+    reason=f"{REAL} is absent (apt-get install {FASHION_MNIST_PACKAGE}; CI installs it)")
+
 
 # -- the data source schema
 
 @pytest.mark.parametrize(("value", "canonical"), [
     ("digits", "digits"),
+    ("fashion-mnist", "fashion-mnist"),
+    ({"name": "fashion-mnist"}, "fashion-mnist"),
+    ({"name": "digits"}, "digits"),
+    ({"name": "fashion-mnist", "root": "raw"}, {"name": "fashion-mnist", "root": "raw"}),
     ({"root": "imgs"}, {"root": "imgs"}),
     ({"root": "imgs", "skip_corrupt": False}, {"root": "imgs"}),
     ({"root": "imgs", "skip_corrupt": True}, {"root": "imgs", "skip_corrupt": True}),
@@ -26,13 +53,17 @@ def test_data_sources_have_one_canonical_form(value, canonical):
 
 
 @pytest.mark.parametrize(("value", "message"), [
-    ("cifar10", "data must be 'digits' or"),
+    ("fashion_mnist", "did you mean 'fashion-mnist'"),
+    ("cifar10", "data must be 'digits' or 'fashion-mnist'"),
     (3, "data must be"),
     ({"roots": "x"}, "unknown key 'roots' (did you mean 'root'?)"),
     ({"root": 3}, "root must be a non-empty string"),
     ({"root": ""}, "root must be a non-empty string"),
     ({"root": "x", "skip_corrupt": "yes"}, "skip_corrupt must be true or false"),
     ({"skip_corrupt": True}, "needs 'root'"),
+    ({"name": "mnist"}, "unknown name 'mnist'"),
+    ({"name": "digits", "root": "x"}, "takes no root"),
+    ({"name": "fashion-mnist", "skip_corrupt": True}, "skip_corrupt is for image folders"),
 ])
 def test_bad_data_sources_are_config_errors(value, message):
     with pytest.raises(ConfigError, match=r"^data") as info:
@@ -48,6 +79,9 @@ def test_train_config_takes_roots_from_the_yaml_folder(tmp_path):
 
     assert data({"root": "imgs", "skip_corrupt": True}) == {
         "root": str(tmp_path / "imgs"), "skip_corrupt": True}
+    assert data({"name": "fashion-mnist", "root": "raw"}) == {
+        "name": "fashion-mnist", "root": str(tmp_path / "raw")}
+    assert data({"name": "fashion-mnist"}) == "fashion-mnist"
 
 
 # -- corrupt images in an image folder
@@ -122,3 +156,113 @@ def test_a_clean_folder_is_used_whole(tmp_path):
     (tmp_path / "val" / "a" / "1.png").unlink()
     data = make_data({"root": str(tmp_path)}, 16)
     assert (len(data.train), len(data.val), data.num_classes) == (6, 5, 2)
+
+
+# -- IDX files and Fashion-MNIST
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """``array`` (uint8) as an IDX file, gzipped when ``path`` ends in .gz."""
+    raw = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, dtype=">u4").tobytes()
+    raw += np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+    return path
+
+
+def fake_fashion(root: Path, per_class: int = 10, gz: bool = True) -> None:
+    """The four IDX files with ``per_class`` train and 2 test images per class."""
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", per_class), ("test", 2)):
+        labels = np.repeat(np.arange(10, dtype=np.uint8), n)
+        images = rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8)
+        suffix = ".gz" if gz else ""
+        images_name, labels_name = FASHION_MNIST_FILES[split]
+        write_idx(root / f"{images_name}{suffix}", images)
+        write_idx(root / f"{labels_name}{suffix}", labels)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ""])
+def test_read_idx_round_trips(tmp_path, suffix):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    out = read_idx(write_idx(tmp_path / f"x-idx3-ubyte{suffix}", array))
+    assert out.dtype == np.uint8 and np.array_equal(out, array)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"", "magic missing"),
+    (b"\x00\x00\x0d\x01\x00\x00\x00\x01\x00\x00\x00\x00", "not an IDX file of unsigned bytes"),
+    (b"\x00\x00\x08\x03\x00\x00", "header is cut short"),
+    (b"\x00\x00\x08\x01\x00\x00\x00\x05abc", "need 5 bytes of data, the file holds 3"),
+    (b"\x00\x00\x08\x01\x00\x00\x00\x02abc", "need 2 bytes"),
+])
+def test_a_corrupt_idx_file_is_a_clear_error(tmp_path, raw, message):
+    path = tmp_path / "bad-idx1-ubyte"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError, match="bad-idx1-ubyte") as info:
+        read_idx(path)
+    assert message in str(info.value)
+
+
+def test_a_broken_gzip_is_a_clear_error(tmp_path):
+    path = tmp_path / "t-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x04abcd")[:-6])
+    with pytest.raises(ConfigError, match="cannot read the IDX file"):
+        read_idx(path)
+    path.write_bytes(b"plainly not gzip")
+    with pytest.raises(ConfigError, match="cannot read the IDX file"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_from_any_folder(tmp_path, gz):
+    fake_fashion(tmp_path / "raw", gz=gz)
+    data = make_data({"name": "fashion-mnist", "root": str(tmp_path / "raw")}, 32)
+    assert (len(data.train), len(data.val), len(data.test)) == (90, 10, 20)
+    assert data.num_classes == 10 and data.in_chans == 3
+    assert sorted(data.val.tensors[1].tolist()) == list(range(10))  # stratified: 1 per class
+    x, y = next(epoch_batches(data.train, 8, seed=0, epoch=0))
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.long
+    assert torch.equal(x[:, 0], x[:, 2])
+    again = fashion_mnist(32, tmp_path / "raw")
+    assert torch.equal(again.val.tensors[0], data.val.tensors[0])  # a fixed split
+    batch = next(eval_batches(data.test, 4))[0]
+    assert batch.is_contiguous() and batch.shape == (4, 3, 32, 32)
+
+
+def test_fashion_mnist_is_normalised_with_the_dataset_statistics(tmp_path):
+    fake_fashion(tmp_path)
+    data = fashion_mnist(28, tmp_path)
+    x = data.test.tensors[0][:, 0].double()
+    raw = read_idx(tmp_path / "t10k-images-idx3-ubyte.gz").astype(np.float64) / 255
+    expect = (raw - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
+    assert np.allclose(x.numpy(), expect, atol=1e-5)
+
+
+def test_missing_fashion_mnist_files_name_the_package_and_root(tmp_path):
+    (tmp_path / "notes.txt").write_text("no data here\n")
+    with pytest.raises(ConfigError) as info:
+        make_data({"name": "fashion-mnist", "root": str(tmp_path)}, 32)
+    message = str(info.value)
+    assert "\n" not in message and "train-images-idx3-ubyte" in message
+    assert f"apt-get install {FASHION_MNIST_PACKAGE}" in message and "root:" in message
+
+
+@needs_real
+def test_real_fashion_mnist_pixels_have_the_published_statistics():
+    pixels = read_idx(REAL / "train-images-idx3-ubyte.gz")
+    labels = read_idx(REAL / "train-labels-idx1-ubyte.gz")
+    assert pixels.shape == (60_000, 28, 28) and np.bincount(labels).tolist() == [6000] * 10
+    assert abs(pixels.mean() / 255 - FASHION_MNIST_MEAN) < 1e-5
+    assert abs(pixels.std(dtype=np.float64) / 255 - FASHION_MNIST_STD) < 1e-5
+    assert read_idx(REAL / "t10k-images-idx3-ubyte.gz").shape == (10_000, 28, 28)
+
+
+@needs_real
+def test_real_fashion_mnist_splits():
+    data = make_data("fashion-mnist", 28)
+    assert (len(data.train), len(data.val), len(data.test)) == (54_000, 6_000, 10_000)
+    assert torch.bincount(data.val.tensors[1]).tolist() == [600] * 10
+    assert torch.bincount(data.test.tensors[1]).tolist() == [1000] * 10
+    x = data.train.tensors[0]
+    assert x.shape == (54_000, 3, 28, 28) and x.stride(1) == 0  # one channel held, 3 shown
+    assert abs(float(x[:, 0].mean())) < 0.01 and abs(float(x[:, 0].std()) - 1) < 0.01

@@ -5,7 +5,8 @@
     spec: null                # a supernet spec YAML; default: the bundled one for the model
     num_classes: null         # default: the data's
     image_size: 32
-    data: digits              # or an image folder (train/, val/ inside): {root: DIR,
+    data: digits              # built-in digits | fashion-mnist | {name: fashion-mnist, root:
+                              # DIR} | an image folder (train/, val/ inside): {root: DIR,
                               # skip_corrupt: false}; corrupt images are errors unless skipped
     steps: 300                # optimizer steps
     batch_size: 64
