@@ -17,6 +17,7 @@ from filelock import FileLock, Timeout
 
 from hybridmoo.errors import RunDirError
 from hybridmoo.journal import JOURNAL_FILE, LOCK_FILE, RUN_FILE
+from hybridmoo.space import REFINED
 
 PIPELINE_FILE = "pipeline.json"
 PIPELINE_LOCK_FILE = ".pipeline.lock"  # held by a pipeline for all its stages
@@ -117,12 +118,13 @@ def pipeline_stage(run_dir: Path, settings: Mapping[str, Any]) -> str:
     if step < steps:
         return f"supernet training at step {step} of {steps}"
     journal = run_dir / JOURNAL_FILE
-    lines = journal.read_bytes().count(b"\n") if journal.is_file() else 0
-    if not (run_dir / EXPORT_DIR / "front.json").is_file():
-        return f"search with {lines} journaled evaluations"
-    return "finished"
-
-
+    lines = journal.read_text(errors="replace").splitlines() if journal.is_file() else []
+    evolved = sum(_origin(line) not in (None, REFINED) for line in lines)
+    exported = not settings.get("export", True) or (run_dir / EXPORT_DIR / "front.json").is_file()
+    reported = not settings.get("report", True) or (run_dir / REPORT_DIR / "report.html").is_file()
+    if evolved < int(settings.get("max_evals", 0)) and not exported:
+        return f"search with {evolved} of {settings.get('max_evals')} evaluations journaled"
+    return "finished" if exported and reported else "exporting the front and the report"
 
 def trained_steps(run_dir: Path) -> int:
     """Training steps in the pipeline's supernet checkpoint (0 when it has none)."""
@@ -137,3 +139,11 @@ def trained_steps(run_dir: Path) -> int:
 def search_started(run_dir: Path) -> bool:
     """True once the search has written its ``run.json``: only then can it be resumed."""
     return (run_dir / RUN_FILE).is_file()
+
+
+def _origin(line: str) -> str | None:
+    """The origin of a journal line's candidate; None for a torn or foreign line."""
+    try:
+        return json.loads(line)["candidate"]["origin"]
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -65,8 +65,8 @@ def export_front(points: Sequence[FrontPoint], out_dir: str | os.PathLike[str], 
             raise ConfigError(f"front record {p.result.key[:8]} has no value for {missing}")
     ranked = sorted(points, key=lambda p: [o.sign * p.result.values[o.name] for o in objectives])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         rows = [_export_one(rank, p, tmp, objectives, example, calibration)
@@ -128,6 +128,28 @@ def _csv(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> 
         writer.writerow([row["rank"], row["key"], row["origin"], row["path"],
                          *(row["metrics"][o.name]["value"] for o in objectives)])
     return buf.getvalue()
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Remove the temporary directories of earlier exports to ``out_dir`` whose process is
+    gone (killed mid-export) or is this one."""
+    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)-([0-9]+)$")
+    for path in out_dir.parent.iterdir():
+        match = pattern.match(path.name)
+        if match and not _alive(int(match.group(2))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftover: ours to replace
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _swap(new: Path, target: Path) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridmoo.archive import ParetoArchive
+from hybridmoo.data import SOURCE_HELP
 from hybridmoo.errors import ConfigError
 from hybridmoo.export.files import read_manifest
 from hybridmoo.export.front import FrontPoint, export_front
@@ -103,7 +104,7 @@ def read_pipeline(run_dir: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: invalid JSON: {exc}") from None
     if not isinstance(data, dict) or "data" not in data:
-        raise ConfigError(f"{path}: needs a 'data' entry ('digits' or {{root: folder}})")
+        raise ConfigError(f"{path}: needs a 'data' entry ({SOURCE_HELP})")
     out = dict(data)
     for key, default, low in (("image_size", None, 1), ("batch_size", 64, 1),
                               ("bn_batches", 4, 1), ("seed", 0, 0)):

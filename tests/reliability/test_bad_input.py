@@ -69,6 +69,27 @@ def image_folder(**bad: bytes) -> dict[str, str | bytes]:
     return files
 
 
+PIPE = ["search", "-c", "pipe.yaml"]
+TINY_PIPE = ("supernet: {model: test_resnet, steps: 2, batch_size: 8, calib_batches: 1, "
+             "save_every: 0%s}\nmax_evals: 2\nalgorithm: random\nexport: false\n"
+             "report: false\nrun_dir: run\n")
+
+
+def pipeline(supernet: str = "", **changes: str) -> dict[str, str]:
+    """``pipe.yaml``: a tiny supernet pipeline, ``supernet`` added to its supernet block
+    (``", key: value"``), ``changes`` (YAML text per key) added at the top level."""
+    return {"pipe.yaml": TINY_PIPE % supernet + "".join(f"{k}: {v}\n" for k, v in
+                                                        changes.items())}
+
+
+def wrong_checkpoint() -> bytes:
+    """A real safetensors file whose tensors do not fit test_resnet."""
+    import torch
+    from safetensors.torch import save
+
+    return save({"conv1.weight": torch.zeros(3, 3)})
+
+
 def base(*drop: str, **changes: str) -> dict[str, str]:
     """``run.yaml`` = the valid config without the keys in ``drop``, plus ``changes`` (YAML
     text per key), and ``ev.py``."""
@@ -176,6 +197,34 @@ CASES = [
       "nofiles/notes.txt": "not the IDX files\n"}, TRAIN, "apt-get install dataset-fashion-mnist"),
     ("train-image-too-small", {"train.yaml": TINY_TRAIN + "image_size: 4\n"}, TRAIN,
      "below the model's total stride"),
+    # -- supernet pipelines: every check happens before the run directory is made
+    ("pipe-unknown-model", {"pipe.yaml": (TINY_PIPE % "").replace("test_resnet", "resnet9000")},
+     PIPE, "no supernet spec serves model 'resnet9000'"),
+    ("pipe-missing-data", pipeline(", data: {root: no/such/folder}"), PIPE, "no/such/folder"),
+    ("pipe-corrupt-image", {**image_folder(**{"val/b/1.png": png(cut=True)}),
+                            **pipeline(", data: {root: imgs}")}, PIPE,
+     "1 corrupt or unreadable image: val/b/1.png"),
+    ("pipe-wrong-checkpoint", {**pipeline(", checkpoint: mine.safetensors"),
+                               "mine.safetensors": wrong_checkpoint()}, PIPE,
+     "does not fit test_resnet"),
+    ("pipe-missing-checkpoint", pipeline(", checkpoint: nope.safetensors"), PIPE,
+     "nope.safetensors"),
+    ("pipe-device-not-here", pipeline(evaluation="{device: 'cuda:99'}"), PIPE,
+     "is not available"),
+    ("pipe-missing-latency-model", pipeline(evaluation="{latency_model: nope.json}"), PIPE,
+     "nope.json does not exist"),
+    ("pipe-ray-address-silent", pipeline(backend="ray", ray="{address: '127.0.0.1:9'}"), PIPE,
+     "no Ray cluster answers"),
+    ("pipe-other-config-in-run-dir", {**pipeline(), "run/pipeline.json": '{"seed": 5}\n'},
+     PIPE, "started with different"),
+    ("pipe-resume-other-config", {**pipeline(), "run/pipeline.json": '{"seed": 5}\n'},
+     [*PIPE, "--resume"], "--overwrite"),
+    ("pipe-rerun-without-resume", pipeline(), [*PIPE, SETUP, *PIPE],
+     "already holds a run of this config (finished); continue it with --resume"),
+    ("pipe-resume-nothing", pipeline(), [*PIPE, "--resume"], "holds no pipeline run"),
+    ("pipe-overwrite-other-files", {**pipeline(), "run/notes.txt": "mine\n"},
+     [*PIPE, "--overwrite"], "refusing to delete them"),
+    ("pipe-resume-and-overwrite", pipeline(), [*PIPE, "--resume", "--overwrite"], "give one"),
     ("train-resume-nothing", {"train.yaml": TINY_TRAIN + "run_dir: out\n"}, [*TRAIN, "--resume"],
      "no supernet checkpoint"),
 ]
