@@ -16,6 +16,10 @@ from hybridmoo.space import Candidate
 DIRECTIONS = ("min", "max")
 
 
+TEST_PREFIX = "test_"
+"""An objective measured again on the test split (for reporting; the search selects on the
+validation split) is reported as ``test_<name>``."""
+
 @dataclass(frozen=True)
 class Objective:
     """A measured value to minimise or maximise, with its unit (for reports)."""

@@ -29,7 +29,7 @@ from hybridmoo.archive import ParetoArchive
 from hybridmoo.errors import ConfigError
 from hybridmoo.files import write_atomic
 from hybridmoo.journal import JOURNAL_FILE, RUN_FILE
-from hybridmoo.objectives import EvalResult, Objective
+from hybridmoo.objectives import TEST_PREFIX, EvalResult, Objective
 from hybridmoo.rundir import EXPORT_DIR, REPORT_DIR
 from hybridmoo.space import REFINED
 
@@ -122,9 +122,11 @@ def write_report(history: Sequence[EvalResult], objectives: Sequence[Objective],
     for name, png, caption in figures:
         (out_dir / name).write_bytes(png)
         images.append((name, base64.b64encode(png).decode("ascii"), caption))
-    links = _export_links(export_index, out_dir) if export_index is not None else {}
+    links, tests = (_export_links(export_index, out_dir) if export_index is not None
+                    else ({}, {}))
     summary = _facts(archive, facts or {})
-    page = _page(title, summary, images, _front_rows(archive, links), objectives, bool(links))
+    page = _page(title, summary, images, _front_rows(archive, links, tests), objectives,
+                 bool(links))
     path = out_dir / REPORT_FILE
     write_atomic(path, page)
     return path
@@ -209,19 +211,25 @@ def _png(fig: Any) -> bytes:
 # -- html ------------------------------------------------------------------------------------
 
 
-def _export_links(index: Path, out_dir: Path) -> dict[str, str]:
-    """Record key -> link (relative to the report) of its exported checkpoint directory."""
+def _export_links(index: Path, out_dir: Path
+                  ) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+    """Record key -> link (relative to the report) of its exported checkpoint directory, and
+    record key -> the test-split values the export measured (objective name -> value)."""
     try:
         data = json.loads(Path(index).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{index}: unreadable export index: {exc}") from None
-    links = {}
+    links, tests = {}, {}
     for p in data.get("points", []) if isinstance(data, dict) else []:
         path, key = p.get("path"), p.get("key")
         if isinstance(path, str) and isinstance(key, str) and _POINT_DIR.match(path):
             target = Path(index).parent / path
             links[key] = Path(os.path.relpath(target, out_dir)).as_posix() + "/"
-    return links
+            metrics = p.get("metrics") if isinstance(p.get("metrics"), dict) else {}
+            tests[key] = {name.removeprefix(TEST_PREFIX): float(m["value"])
+                          for name, m in metrics.items() if isinstance(m, dict)
+                          and m.get("split") == "test" and isinstance(m.get("value"), int | float)}
+    return links, tests
 
 
 def _facts(archive: ParetoArchive, extra: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -241,11 +249,13 @@ def _facts(archive: ParetoArchive, extra: Mapping[str, Any]) -> list[tuple[str, 
     return rows
 
 
-def _front_rows(archive: ParetoArchive, links: Mapping[str, str]) -> list[dict[str, Any]]:
+def _front_rows(archive: ParetoArchive, links: Mapping[str, str],
+                tests: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
     index = {id(r): n for n, r in enumerate(archive.history, 1)}
     front = sorted(archive.front,
                    key=lambda r: [o.sign * r.values[o.name] for o in archive.objectives])
-    return [{"eval": index[id(r)], "record": r, "link": links.get(r.key)} for r in front]
+    return [{"eval": index[id(r)], "record": r, "link": links.get(r.key),
+             "test": tests.get(r.key, {})} for r in front]
 
 
 def _page(title: str, facts: list[tuple[str, str]], images: list[tuple[str, str, str]],
@@ -263,9 +273,12 @@ def _page(title: str, facts: list[tuple[str, str]], images: list[tuple[str, str,
     out.append(f"<h2>Pareto front ({len(rows)} points)</h2>")
     out.append('<p><span class="badge refine">refine</span> ← parent = refined by gradient MOO; '
                '<span class="badge evo">init / evo</span> = found by the search.</p>')
+    tested = [o for o in objectives if any(o.name in row["test"] for row in rows)]
+    label = lambda o, split="": (f"{o.name}{f' [{o.unit}]' if o.unit else ''}{split} "  # noqa: E731
+                                 f"{'↑' if o.direction == 'max' else '↓'}")
     head = ["#", "eval", "origin", "key",
-            *(f"{o.name}{f' [{o.unit}]' if o.unit else ''} {'↑' if o.direction == 'max' else '↓'}"
-              for o in objectives), "config"] + (["checkpoint"] if linked else [])
+            *(label(o, ", val" if o in tested else "") for o in objectives),
+            *(label(o, ", test") for o in tested), "config"] + (["checkpoint"] if linked else [])
     out.append('<table class="front"><tr>' + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
     for n, row in enumerate(rows):
         r = row["record"]
@@ -276,6 +289,7 @@ def _page(title: str, facts: list[tuple[str, str]], images: list[tuple[str, str,
         cells = [str(n), str(row["eval"]), f'<span class="badge {kind}">{e(origin)}</span>{source}',
                  f"<code>{e(r.key[:8])}</code>",
                  *(e(_fmt(r.values[o.name])) for o in objectives),
+                 *(e(_fmt(row["test"][o.name])) if o.name in row["test"] else "" for o in tested),
                  f"<code>{e(', '.join(f'{k}={v}' for k, v in r.config.items()))}</code>"]
         if linked:
             link = row["link"]

@@ -45,6 +45,18 @@ def test_every_stage_leaves_its_output(finished):
         "accuracy", "latency_ms", "size_bytes"}
 
 
+def test_the_front_is_reported_on_the_test_split(finished):
+    """The search selects on val; the export, its index and the report add test accuracy."""
+    index = read_front(finished.export_dir)
+    for point in index["points"]:
+        assert point["metrics"]["accuracy"]["split"] == "val"
+        assert point["metrics"]["test_accuracy"]["split"] == "test"
+    page = finished.report.read_text()
+    assert "accuracy [%], val" in page and "accuracy [%], test" in page
+    head = (finished.export_dir.parent / "front.csv").read_text().splitlines()[0]
+    assert "test_accuracy [%]" in head
+
+
 def test_exported_checkpoints_reproduce_the_journaled_accuracy(finished):
     from hybridmoo.data import make_data
     from hybridmoo.evaluate import SubnetEvaluator

@@ -30,7 +30,7 @@ from hybridmoo.evaluate.measure import device_name
 from hybridmoo.export.files import MANIFEST
 from hybridmoo.export.point import export_point
 from hybridmoo.files import sha256_file, write_atomic
-from hybridmoo.objectives import EvalResult, Objective
+from hybridmoo.objectives import TEST_PREFIX, EvalResult, Objective
 
 INDEX_JSON = "front.json"
 INDEX_CSV = "front.csv"
@@ -40,13 +40,17 @@ _HEX = re.compile(r"^[0-9a-f]{8,}$")
 @dataclass
 class FrontPoint:
     """A front record to export with its network. ``device`` names where its metrics were
-    measured (default: this machine's CPU); ``lineage`` and ``extra`` add to the manifest."""
+    measured (default: this machine's CPU); ``lineage`` and ``extra`` add to the manifest.
+    ``test`` holds objective values measured again on the test split (the record's own were
+    measured on the validation split the search selected on): both are exported, labelled
+    by their ``split``, the test ones as ``test_<name>``."""
 
     net: nn.Module
     result: EvalResult
     device: str | None = None
     lineage: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
 
 
 def export_front(points: Sequence[FrontPoint], out_dir: str | os.PathLike[str], *,
@@ -106,8 +110,7 @@ def _export_one(rank: int, p: FrontPoint, root: Path, objectives: Sequence[Objec
                 ) -> dict[str, Any]:
     r = p.result
     name = point_dir_name(rank, r.key)
-    metrics = {o.name: {"value": r.values[o.name], "unit": o.unit, "direction": o.direction}
-               for o in objectives}
+    metrics = point_metrics(p, objectives)
     lineage = {"key": r.key, "origin": r.candidate.origin,
                "parents": list(r.candidate.parents), **p.lineage}
     export_point(p.net, root / name, config=r.config, metrics=metrics, lineage=lineage,
@@ -119,14 +122,32 @@ def _export_one(rank: int, p: FrontPoint, root: Path, objectives: Sequence[Objec
             "path": name, "manifest_sha256": sha256_file(root / name / MANIFEST)}
 
 
+def point_metrics(p: FrontPoint, objectives: Sequence[Objective]) -> dict[str, dict[str, Any]]:
+    """The manifest's metrics of ``p``: each objective's value, unit and direction, and for
+    those in ``p.test`` the split each value was measured on plus ``test_<name>``."""
+    out: dict[str, dict[str, Any]] = {}
+    for o in objectives:
+        out[o.name] = {"value": p.result.values[o.name], "unit": o.unit, "direction": o.direction}
+        if o.name in p.test:
+            out[o.name]["split"] = "val"
+    for o in objectives:
+        if o.name in p.test:
+            out[f"{TEST_PREFIX}{o.name}"] = {"value": float(p.test[o.name]), "unit": o.unit,
+                                             "direction": o.direction, "split": "test"}
+    return out
+
+
 def _csv(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> str:
+    names = list(dict.fromkeys(name for row in rows for name in row["metrics"]))
+    units = {o.name: o.unit for o in objectives}
+    units.update({f"{TEST_PREFIX}{o.name}": o.unit for o in objectives})
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["rank", "key", "origin", "path",
-                     *(f"{o.name} [{o.unit}]" if o.unit else o.name for o in objectives)])
+                     *(f"{n} [{units[n]}]" if units.get(n) else n for n in names)])
     for row in rows:
         writer.writerow([row["rank"], row["key"], row["origin"], row["path"],
-                         *(row["metrics"][o.name]["value"] for o in objectives)])
+                         *(row["metrics"].get(n, {}).get("value", "") for n in names)])
     return buf.getvalue()
 
 

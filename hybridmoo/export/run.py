@@ -87,10 +87,20 @@ def export_run_front(run_dir: str | os.PathLike[str],
             net = prepare_subnet(supernet, r.config, batches)
         device = r.info.get("device") if isinstance(r.info.get("device"), str) else None
         points.append(FrontPoint(net, r, device=device or settings.get("device_name"),
-                                 lineage=lineage))
+                                 lineage=lineage, test=_test_values(net, data, run.objectives)))
     inputs = [x for x, _ in batches]
     return export_front(points, out_dir or run_dir / EXPORT_DIR, objectives=run.objectives,
                         example=inputs[0][:1], calibration=inputs)
+
+
+def _test_values(net: Any, data: Any, objectives: Any) -> dict[str, float]:
+    """Accuracy (%) of ``net`` on the test split, when the run selected on accuracy and the
+    data has a test split of its own (an image folder without ``test/`` has none)."""
+    from hybridmoo.supernet.training import accuracy
+
+    if "accuracy" not in {o.name for o in objectives} or data.test is data.val:
+        return {}
+    return {"accuracy": 100.0 * accuracy(net.eval(), data.test)}
 
 
 def read_pipeline(run_dir: Path) -> dict[str, Any]:
