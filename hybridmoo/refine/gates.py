@@ -3,8 +3,12 @@
 :func:`find_groups` finds what can still shrink in a physically pruned network: the coupled
 channel groups of torch-pruning's DependencyGraph (the members the supernet analysis accepts)
 and the heads of timm Attention modules. Each group gets a hard-concrete gate per channel or
-head (Louizos et al. 2018): ``log_alpha`` starts above log 11, where the test-time gate is
-exactly 1, so a freshly gated network computes what the plain one does.
+head (Louizos et al. 2018). One gate function serves training, cost and hardening: training
+forwards draw ``z`` from the hard-concrete distribution, the cost counts a unit as kept with
+probability ``P(z > 0.5) = sigmoid(log_alpha)``, and hardening keeps a unit exactly when its
+test-time gate exceeds 0.5, i.e. when ``log_alpha > 0``. A unit with ``log_alpha`` above log 11
+has a test-time gate of exactly 1, so a network gated at such an init computes what the plain
+one does; :meth:`GateBank.fix` pins every gate to 0 or 1 (the hardening decision) for recovery.
 
 A gate is applied where a group's channels are *consumed*: :class:`GatedLayer` multiplies the
 input columns of every dense Conv/Linear consumer (and, for heads, of the attention
@@ -146,7 +150,8 @@ def layer_dims(groups: list[GateGroup]) -> dict[str, LayerDims]:
 class GateBank(nn.Module):
     """One hard-concrete gate vector per group. :meth:`refresh` draws the gates once per
     network forward (every consumer of a group sees the same sample); with ``stochastic``
-    off they are the deterministic test-time gates."""
+    off they are the deterministic test-time gates, and once :meth:`fix` ran they are the
+    fixed 0/1 decisions."""
 
     def __init__(self, groups: list[GateGroup], init: float, seed: int) -> None:
         super().__init__()
@@ -155,8 +160,12 @@ class GateBank(nn.Module):
         self.stochastic = False
         self.generator = torch.Generator().manual_seed(seed)
         self.values: list[torch.Tensor] = []
+        self.fixed: list[torch.Tensor] | None = None
 
     def refresh(self) -> None:
+        if self.fixed is not None:
+            self.values = list(self.fixed)
+            return
         self.values = [self._gate(la) for la in self.log_alpha]
 
     def _gate(self, log_alpha: torch.Tensor) -> torch.Tensor:
@@ -164,13 +173,15 @@ class GateBank(nn.Module):
             u = torch.rand(log_alpha.shape, generator=self.generator).clamp(1e-6, 1 - 1e-6)
             u = u.to(log_alpha.device)
             s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA)
-        else:
-            s = torch.sigmoid(log_alpha)
-        return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+            return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+        return self._gate_det(log_alpha)
 
     @torch.no_grad()
     def test_gates(self) -> list[torch.Tensor]:
-        """The deterministic gates in [0, 1] (what hardening thresholds at 0.5)."""
+        """The deterministic gates in [0, 1] (what hardening thresholds at 0.5), or the fixed
+        decisions."""
+        if self.fixed is not None:
+            return [f.clone() for f in self.fixed]
         return [self._gate_det(la) for la in self.log_alpha]
 
     @staticmethod
@@ -178,9 +189,24 @@ class GateBank(nn.Module):
         return (torch.sigmoid(log_alpha) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
     def keep_probs(self) -> list[torch.Tensor]:
-        """P(gate > 0) per unit, differentiable: the expected fraction of a unit kept."""
-        shift = BETA * torch.log(torch.tensor(-GAMMA / ZETA))
-        return [torch.sigmoid(la - shift.to(la.device)) for la in self.log_alpha]
+        """P(z > 0.5) = sigmoid(log_alpha) per unit, differentiable: the probability that a
+        sampled gate is above the hardening threshold (below 0.5 exactly for the units
+        hardening removes); the fixed decisions once :meth:`fix` ran."""
+        if self.fixed is not None:
+            return list(self.fixed)
+        return [torch.sigmoid(la) for la in self.log_alpha]
+
+    @torch.no_grad()
+    def fix(self, kept: list[list[int]]) -> None:
+        """Pin the gates to the hardening decision: 1 for the ``kept`` units of each group,
+        0 for the others (the gates stop learning)."""
+        self.fixed = []
+        for la, keep in zip(self.log_alpha, kept, strict=True):
+            mask = torch.zeros_like(la)
+            mask[list(keep)] = 1.0
+            self.fixed.append(mask)
+            la.requires_grad_(False)
+        self.refresh()
 
 
 def gate_vector(size: int, segments: list[Segment], per_group: list[torch.Tensor],
@@ -253,11 +279,13 @@ class GatedNet:
     layers: dict[str, GatedLayer]
     handle: torch.utils.hooks.RemovableHandle
 
-    def parameters_by_role(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(weights and step sizes, gate parameters)."""
-        gates = {id(p) for p in self.bank.parameters()}
-        weights = [p for p in self.net.parameters() if id(p) not in gates]
-        return weights, list(self.bank.parameters())
+    def parameters_by_role(self) -> tuple[list[nn.Parameter], list[nn.Parameter],
+                                          list[nn.Parameter]]:
+        """(weights, quantizer log-step sizes, gate parameters)."""
+        steps = [lay.log_step for lay in self.layers.values() if lay.log_step is not None]
+        other = {id(p) for p in [*self.bank.parameters(), *steps]}
+        weights = [p for p in self.net.parameters() if id(p) not in other]
+        return weights, steps, list(self.bank.parameters())
 
 
 def attach(net: nn.Module, groups: list[GateGroup], *, init: float, seed: int) -> GatedNet:

@@ -1,6 +1,7 @@
 """Hardening: a gated network back to a plain, physically smaller one.
 
-Each group keeps the units whose test-time gate exceeds 0.5 (at least one; channel counts
+Each group keeps the units whose test-time gate exceeds 0.5, i.e. ``log_alpha > 0``, the units
+the cost model counts as kept with probability above one half (at least one; channel counts
 rounded up to a multiple of ``divisor`` by taking the next-largest gates). The surviving
 gates are folded into the consumers' weight columns, the wrappers give their original modules
 back (plain timm layers and FakeQuant), torch-pruning's per-layer functions remove the other
@@ -35,6 +36,17 @@ def kept_units(gates: list[torch.Tensor], groups: list[GateGroup],
         order = torch.argsort(-gate.detach().cpu(), stable=True)[:k]
         kept.append(sorted(int(i) for i in order))
     return kept
+
+
+def kept_masks(kept: list[list[int]], groups: list[GateGroup]) -> list[torch.Tensor]:
+    """The hardening decision as 0/1 vectors per group (what the cost model reads as keep
+    probabilities to give the hardened network's cost)."""
+    masks = []
+    for keep, group in zip(kept, groups, strict=True):
+        mask = torch.zeros(group.size)
+        mask[list(keep)] = 1.0
+        masks.append(mask)
+    return masks
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from hybridmoo.refine.loop import (
     teacher_logits,
 )
 from hybridmoo.refine.preference import refinement_preference
+from hybridmoo.refine.record import hardened_config
 from hybridmoo.refine.settings import RefineSettings
 from hybridmoo.space import Candidate
 from hybridmoo.supernet.supernet import Supernet
@@ -36,11 +37,13 @@ class Refiner:
     activation ranges recalibrated, as ``evaluate_subnet`` does), refined under the
     preference its position on the survivors' front gives (:mod:`hybridmoo.refine.preference`),
     hardened, and measured again with ``measure`` (the search's own measurement, returning the
-    objective values by name)."""
+    objective values by name). ``teacher`` is the distillation teacher (any module with the
+    same inputs and classes; default the supernet's largest sub-network)."""
 
     def __init__(self, supernet: Supernet, data: ImageData,
                  settings: RefineSettings | Mapping[str, Any], *, measure: Measure,
-                 latency_model: LatencyModel | None = None) -> None:
+                 latency_model: LatencyModel | None = None,
+                 teacher: nn.Module | None = None) -> None:
         if not isinstance(supernet, Supernet):
             raise ConfigError(f"Refiner needs a Supernet, got {type(supernet).__name__}")
         if not callable(measure):
@@ -50,15 +53,20 @@ class Refiner:
         self.settings = (settings if isinstance(settings, RefineSettings)
                          else RefineSettings.from_dict(settings))
         self.measure = measure
+        if teacher is not None and not isinstance(teacher, nn.Module):
+            raise ConfigError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
         self.latency_model = latency_model
-        self._teacher: nn.Module | None = None
+        self._teacher: nn.Module | None = (None if teacher is None
+                                           else teacher.eval().requires_grad_(False))
         self._teacher_logits: torch.Tensor | None = None
 
     def refine(self, survivors: Sequence[EvalResult], objectives: Sequence[Objective]
                ) -> list[tuple[EvalResult, nn.Module | None]]:
-        """One refined result per successful survivor: ``EvalResult(Candidate(config,
-        origin="refine", parents=(survivor.key,)), measured values, info)`` and its hardened
-        network. A failed refinement or measurement is ``ok=False`` with the reason (also in
+        """One result per usable survivor: ``EvalResult(Candidate(config, origin="refine",
+        parents=(survivor.key,)), measured values, info)`` and its hardened network, whose
+        ``config`` is its hardened widths (:func:`hybridmoo.refine.record.hardened_config`).
+        A failed, rolled-back (``info["rolled_back"]``: it did not improve on its parent on
+        val) or unmeasurable refinement is ``ok=False`` with the reason (also in
         ``info["reason"]``) and no network, so nothing of it can be saved."""
         usable = [s for s in survivors if s.ok]
         if not usable:
@@ -69,7 +77,8 @@ class Refiner:
         return [self._one(s, prefs, i, objectives, teacher) for i, s in enumerate(usable)]
 
     def teacher(self) -> nn.Module:
-        """The supernet's largest sub-network (FP32), extracted once, BatchNorm recalibrated."""
+        """The teacher given, or the supernet's largest sub-network (FP32), extracted once,
+        BatchNorm recalibrated."""
         if self._teacher is None:
             self._teacher = self.extract(self.supernet.largest()).requires_grad_(False)
         return self._teacher
@@ -109,6 +118,8 @@ class Refiner:
         info.update(_summary(outcome))
         if not outcome.ok:
             return failed(outcome.reason or "refinement failed")
+        candidate = Candidate(hardened_config(self.supernet, survivor.config, outcome.network),
+                              origin="refine", parents=(survivor.key,))
         try:
             measured = self.measure(outcome.network)
         except Exception as exc:  # a failing measurement is a result, not a crash
@@ -124,7 +135,18 @@ class Refiner:
 
 
 def _summary(outcome: RefineOutcome) -> dict[str, Any]:
-    return {"steps": len(outcome.losses),
+    return {"steps": len(outcome.losses), "recovery_steps": len(outcome.recovery_losses),
+            "rolled_back": outcome.rolled_back,
             "channels": {k: list(v) for k, v in outcome.channels.items()},
             "final_losses": outcome.losses[-1] if outcome.losses else None,
+            "target_cost": outcome.target,
+            "hardened_cost": outcome.hard_costs[-1] if outcome.hard_costs else 1.0,
+            "val_accuracy": [_rounded(100 * v, 4) for v in outcome.val_accuracy],
+            "gains": [_rounded(v, 6) for v in outcome.gains],
+            "score": _rounded(outcome.score, 6),
             "initial_costs": outcome.initial_costs, "final_costs": outcome.final_costs}
+
+
+def _rounded(value: float, digits: int) -> float | None:
+    """``value`` rounded, None when it is not finite (not measured): journals are JSON."""
+    return round(float(value), digits) if math.isfinite(value) else None

@@ -11,69 +11,65 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.gradmoo import get_solver
 from hybridmoo.loading import check_options, did_you_mean
 
-OPEN_LOG_ALPHA = math.log(11.0)
-"""A hard-concrete gate whose ``log_alpha`` exceeds this is exactly 1 at test time."""
-
 
 @dataclass(frozen=True)
 class RefineSettings:
-    """How survivors are refined.
+    """How survivors are refined (see :mod:`hybridmoo.refine.loop` for the phases).
 
-    ``steps`` Adam steps on ``batch_size`` training images; ``lr``: the learning rate of the
-    weights and quantizer log-step sizes; ``gate_lr``: of the gates' ``log_alpha``;
-    ``solver``: a :mod:`hybridmoo.gradmoo` name with its ``solver_options``, fed unit-norm
-    gradients when ``normalize_gradients`` (see :mod:`hybridmoo.refine.combine`);
-    ``distill``: add ``distill_weight`` x KL(teacher || student) at ``distill_temperature`` to
-    the task loss; ``gate_init``: the gates' initial ``log_alpha`` (> log 11, so they start
-    exactly open); ``sample_gates``: draw hard-concrete gates in training forwards (L0
-    training, noisy over a few steps) instead of using the test-time gates; ``divisor``:
-    hardened groups keep a multiple of it; ``max_loss_ratio``: a task loss above this times
-    its first value and above chance level stops the survivor (as does any non-finite loss or
-    gradient); ``task_budget``: while the running task loss exceeds this times its start
-    value, steps follow the task gradient alone (see :mod:`hybridmoo.refine.loop`);
-    ``calib_batches``: BatchNorm / activation-range batches after hardening (and the batches
-    the start value of the task loss is measured on)."""
+    Pruning phase (:mod:`hybridmoo.refine.prune`), ``steps`` steps on ``batch_size`` training
+    images in ``prune_rounds`` rounds: the weights follow the task loss with Adam at ``lr``
+    (cosine-decayed over both phases), the LSQ log-step sizes with Adam at ``step_lr``; after
+    each round units are removed along the ``solver``'s direction (with ``solver_options``; on
+    unit-norm gradients when ``normalize_gradients``) until the hardened cost reaches the
+    round's share of the preference's target, ``1 - max_prune * (latency + size share)`` of
+    the start cost. Recovery phase, ``recovery_steps`` steps with the final masks (weights and
+    steps only), the best of ``checks`` checkpoints by validation accuracy kept.
+    ``distill``: ``distill_weight`` x KL(teacher || student) at ``distill_temperature`` in the
+    task loss; ``divisor``: hardened groups keep a multiple of it; ``max_loss_ratio``: a task
+    loss above this times its start value and above chance level stops the survivor;
+    ``calib_batches``: BatchNorm / activation-range batches; ``val_examples``: the validation
+    examples decisions are made on (0: all of them)."""
 
     steps: int = 40
-    lr: float = 3e-4
-    gate_lr: float = 0.3
-    solver: str = "linear"  # the best refined-set hypervolume in scripts/bench_refine_solvers.py
+    recovery_steps: int = 60
+    lr: float = 1e-3
+    step_lr: float = 1e-2
+    prune_rounds: int = 4
+    solver: str = "linear"
     solver_options: Mapping[str, Any] = field(default_factory=dict)
     normalize_gradients: bool = True
     distill: bool = True
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
     batch_size: int = 64
-    gate_init: float = 3.0
-    sample_gates: bool = False
+    max_prune: float = 0.3
     divisor: int = 8  # channel counts that are multiples of 8 keep CPU kernels fast
     max_loss_ratio: float = 10.0
-    task_budget: float = 1.5
+    checks: int = 4
     calib_batches: int = 4
+    val_examples: int = 2000
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "divisor", "calib_batches", "seed"):
+        for name in ("steps", "recovery_steps", "prune_rounds", "batch_size", "divisor",
+                     "checks", "calib_batches", "val_examples", "seed"):
             value = getattr(self, name)
-            low = 0 if name == "seed" else 1
+            low = 0 if name in ("steps", "recovery_steps", "val_examples", "seed") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"refine {name} must be an int >= {low}, got {value!r}")
-        for name in ("lr", "gate_lr", "distill_temperature", "max_loss_ratio"):
+        for name in ("lr", "step_lr", "distill_temperature", "max_loss_ratio"):
             if not _positive(getattr(self, name)):
                 raise ConfigError(f"refine {name} must be a positive number, "
                                   f"got {getattr(self, name)!r}")
-        if not _positive(self.distill_weight, allow_zero=True) or self.distill_weight > 1:
-            raise ConfigError(f"refine distill_weight must lie in [0, 1], "
-                              f"got {self.distill_weight!r}")
+        for name in ("distill_weight", "max_prune"):
+            value = getattr(self, name)
+            if not _positive(value, allow_zero=True) or value > 1 or (
+                    name != "distill_weight" and value >= 1):
+                top = "1]" if name == "distill_weight" else "1)"
+                raise ConfigError(f"refine {name} must lie in [0, {top}, got {value!r}")
         if self.max_loss_ratio <= 1:
             raise ConfigError(f"refine max_loss_ratio must exceed 1, got {self.max_loss_ratio}")
-        if not _positive(self.task_budget) or self.task_budget < 1:
-            raise ConfigError(f"refine task_budget must be a number >= 1, "
-                              f"got {self.task_budget!r}")
-        if not _positive(self.gate_init) or self.gate_init <= OPEN_LOG_ALPHA:
-            raise ConfigError(f"refine gate_init must exceed log(11) = {OPEN_LOG_ALPHA:.3f} "
-                              f"(gates start open), got {self.gate_init!r}")
-        for name in ("distill", "normalize_gradients", "sample_gates"):
+        for name in ("distill", "normalize_gradients"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"refine {name} must be true or false, "
                                   f"got {getattr(self, name)!r}")
@@ -87,6 +83,12 @@ class RefineSettings:
         check_options(f"gradient solver {self.solver!r}", self.solver_options,
                       spec.options() - {"index"})
         object.__setattr__(self, "solver_options", dict(self.solver_options))
+
+    def cost_target(self, preference: Any) -> float:
+        """The hardened cost (a fraction of the start cost) the pruning phase aims at under
+        ``preference`` over (task, latency, size): ``1 - max_prune * (latency + size)``."""
+        p = [float(v) for v in preference]
+        return 1.0 - self.max_prune * (p[1] + p[2]) / sum(p)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "refine") -> RefineSettings:

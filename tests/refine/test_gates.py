@@ -8,7 +8,14 @@ from timm.models.resnet import ResNet
 
 from hybridmoo.evaluate.measure import count_macs
 from hybridmoo.quant import FakeQuant, weight_scales
-from hybridmoo.refine.gates import GatedLayer, GateGroup, attach, find_groups, plain_copy
+from hybridmoo.refine.gates import (
+    GateBank,
+    GatedLayer,
+    GateGroup,
+    attach,
+    find_groups,
+    plain_copy,
+)
 from hybridmoo.refine.harden import harden, kept_units
 from hybridmoo.refine.lsq import effective_steps
 from hybridmoo.supernet import make_supernet
@@ -113,3 +120,39 @@ def test_vit_heads_and_mlp_channels_are_gated_and_removed(data):
     attn = work.get_submodule(heads[0].name)
     assert attn.num_heads == 1 and attn.qkv.out_features == 96 and attn.proj.in_features == 32
     torch.testing.assert_close(work(x), gated_out, rtol=0, atol=1e-5)
+
+
+def test_one_gate_function_for_training_cost_and_hardening():
+    """Over the whole soft range: a unit whose test-time gate lies in (0, 0.5) is removed by
+    hardening and counted by the cost model as kept with probability below one half; the
+    cost's keep probability is the probability that a sampled gate exceeds 0.5."""
+    groups = [GateGroup("a", 241)]
+    bank = GateBank(groups, init=0.0, seed=0)
+    with torch.no_grad():
+        bank.log_alpha[0].copy_(torch.linspace(-6.0, 6.0, 241))
+    gate = bank.test_gates()[0]
+    keep = bank.keep_probs()[0].detach()
+    [kept] = kept_units([gate], groups)
+    removed = sorted(set(range(241)) - set(kept))
+    low = [i for i in range(241) if 0 < float(gate[i]) < 0.5]
+    assert low and set(low) <= set(removed)
+    assert all(float(keep[i]) <= 0.5 for i in removed)  # log_alpha 0 is the boundary
+    assert all(float(keep[i]) > 0.5 for i in kept)
+    assert all(float(gate[i]) > 0.5 for i in kept)
+    bank.stochastic = True
+    draws = torch.stack([bank._gate(bank.log_alpha[0]).detach() for _ in range(2000)])
+    torch.testing.assert_close((draws > 0.5).float().mean(0), keep, atol=0.05, rtol=0)
+
+
+def test_fixed_gates_are_the_decision_and_harden_exactly(subnet, mid_config, data):
+    net = subnet(mid_config(w_bits=8))
+    x = data.val.tensors[0][:16]
+    work, gated = _gated(net, x[:1])
+    kept = [list(range(0, g.size, 2)) if g.size >= 16 else list(range(g.size))
+            for g in gated.groups]
+    gated.bank.fix(kept)
+    assert [torch.nonzero(v).flatten().tolist() for v in gated.bank.keep_probs()] == kept
+    gated_out = work(x)
+    channels = harden(gated)
+    assert [k for k, _ in channels.values()] == [len(k) for k in kept]
+    torch.testing.assert_close(work(x), gated_out, rtol=0, atol=1e-4)

@@ -1,10 +1,12 @@
 """The Refiner the search calls: survivors in, refined and re-measured candidates out."""
 
+import copy
 import math
 
 import pytest
 import torch
 
+from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.latency_model import LatencyModel, layer_costs
 from hybridmoo.evaluate.measure import count_macs, size_bytes
 from hybridmoo.objectives import EvalResult, Objective
@@ -40,16 +42,20 @@ def test_refiner_returns_measured_refine_candidates_with_lineage(trained, subnet
     measure = _measure(data)
     small = dict(mid_config(w_bits=4), **{"layer3.0.width": 0.5, "layer4.0.width": 0.5})
     survivors = _survivors(trained, subnet, measure, [mid_config(w_bits=8), small])
-    refiner = Refiner(trained, data, {"steps": 6, "solver": "epo"}, measure=measure)
+    refiner = Refiner(trained, data, {"steps": 6, "recovery_steps": 6, "prune_rounds": 2,
+                                      "checks": 2, "solver": "epo"}, measure=measure)
     results = refiner.refine(survivors, OBJECTIVES)
     assert len(results) == 2
     prefs = [r.info["preference"] for r, _ in results]
     assert prefs[0][0] > prefs[1][0] and prefs[1][1] > prefs[0][1]  # spread along the front
     for (result, net), parent in zip(results, survivors, strict=True):
+        if result.info["rolled_back"]:
+            assert not result.ok and net is None and result.reason.startswith("rolled back")
+            continue
         assert result.ok and result.reason is None, result.reason
         assert result.candidate.origin == "refine"
         assert result.candidate.parents == (parent.key,)
-        assert result.config == parent.config
+        assert _describes(trained, result.config, parent.config, net)
         assert result.info["solver"] == "epo" and result.info["steps"] == 6
         assert set(result.values) == {o.name for o in OBJECTIVES}
         assert all(math.isfinite(v) for v in result.values.values())
@@ -57,14 +63,74 @@ def test_refiner_returns_measured_refine_candidates_with_lineage(trained, subnet
         assert all(kept <= total for kept, total in result.info["channels"].values())
 
 
-def test_a_failing_survivor_is_a_result_without_a_network(trained, subnet, data, mid_config):
+def _describes(trained, config, parent, net):
+    """``config`` is the parent's with the widths of ``net``: same keys, bits unchanged,
+    every width at most the parent's and equal to the hardened layer's."""
+    if set(config) != set(parent):
+        return False
+    modules = dict(net.named_modules())
+    for g in trained.layout.groups:
+        layer = modules.get(g.root)
+        layer = getattr(layer, "layer", layer)
+        if layer is not None and config[g.dim] > parent[g.dim] + 1e-9:
+            return False
+    return all(config[k] == parent[k] for k in config if k.endswith("bits"))
+
+
+def test_the_refined_config_is_the_hardened_network(trained, subnet, mid_config):
+    from hybridmoo.refine.record import hardened_config
+
+    config = mid_config(w_bits=8)
+    net = subnet(dict(config, **{"layer2.0.width": 0.5}))
+    described = hardened_config(trained, config, net)
+    assert described["layer2.0.width"] == 0.5 and described["layer3.0.width"] == 1.0
+    assert described["layer2.0.w_bits"] == 8
+
+
+def test_the_teacher_is_pluggable(trained, data):
+    teacher = trained.extract(trained.largest())
+    refiner = Refiner(trained, data, {"steps": 1}, measure=lambda n: {}, teacher=teacher)
+    assert refiner.teacher() is teacher
+    with pytest.raises(ConfigError, match=r"nn\.Module"):
+        Refiner(trained, data, {"steps": 1}, measure=lambda n: {}, teacher="largest")
+
+
+def test_a_rolled_back_refinement_leaves_nothing_in_refined(trained, subnet, data, mid_config,
+                                                            tmp_path):
+    from types import SimpleNamespace
+
+    from hybridmoo.pipeline import _schedule
+
     measure = _measure(data)
     survivors = _survivors(trained, subnet, measure, [mid_config()])
+    # validation images the survivor already gets right: no refinement can improve on it
+    settings = {"steps": 2, "recovery_steps": 2, "max_prune": 0.0, "checks": 1}
+    parent = Refiner(trained, data, settings, measure=measure).extract(mid_config())
+    x, y = data.val.tensors
+    with torch.no_grad():
+        right = parent.eval()(x).argmax(-1) == y
+    solved = copy.copy(data)
+    solved.val = torch.utils.data.TensorDataset(x[right], y[right])
+    cfg = SimpleNamespace(refine={"every": 1, "survivors": 1, "final_share": 0, **settings})
+    evaluator = SimpleNamespace(latency="measure", measure_network=measure)
+    schedule = _schedule(cfg, trained, solved, evaluator, tmp_path)
+    [result] = schedule.refine(survivors, SimpleNamespace(objectives=OBJECTIVES))
+    assert not result.ok and result.info["rolled_back"]
+    assert not (tmp_path / "refined").exists()
+
+
+def test_a_failing_survivor_is_a_result_without_a_network(trained, subnet, data, mid_config):
+    measure = _measure(data)
+    weak = dict(mid_config(), **{k: 0.5 for k, d in trained.space.dims.items()
+                                 if k.endswith("width") and d.contains(0.5)})
+    survivors = _survivors(trained, subnet, measure, [weak])
 
     def broken(net):
         raise RuntimeError("device lost")
 
-    refiner = Refiner(trained, data, RefineSettings(steps=2, distill=False), measure=broken)
+    refiner = Refiner(trained, data, RefineSettings(steps=2, recovery_steps=8, max_prune=0.0,
+                                                    distill=False),
+                      measure=broken)
     [(result, net)] = refiner.refine(survivors, OBJECTIVES)
     assert not result.ok and net is None
     assert "device lost" in result.reason and result.info["reason"] == result.reason
@@ -84,10 +150,10 @@ def test_refiner_uses_a_fitted_latency_model(trained, subnet, data, mid_config):
     model = LatencyModel.fit(samples, fingerprint="t", device="cpu", runtime="torch")
     measure = _measure(data)
     survivors = _survivors(trained, subnet, measure, [mid_config(w_bits=32)])
-    refiner = Refiner(trained, data, RefineSettings(steps=3, distill=False), measure=measure,
-                      latency_model=model)
+    refiner = Refiner(trained, data, RefineSettings(steps=3, recovery_steps=3, distill=False),
+                      measure=measure, latency_model=model)
     [(result, net)] = refiner.refine(survivors, OBJECTIVES)
-    assert result.ok, result.reason
+    assert result.ok or result.info["rolled_back"], result.reason
     assert result.info["initial_costs"]["latency"] == pytest.approx(
         model.predict(subnet(mid_config(w_bits=32)), example), rel=0.05)
-    assert isinstance(net, torch.nn.Module)
+    assert result.ok == isinstance(net, torch.nn.Module)
