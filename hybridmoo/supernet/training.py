@@ -15,6 +15,7 @@ as a NaN loss. ``MAX_BAD_STEPS`` such steps in a row stop the run with a :class:
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -35,6 +36,7 @@ from hybridmoo.quant import calibrate as calibrate_quant
 from hybridmoo.supernet.bn import recalibrate_bn
 from hybridmoo.supernet.checkpoint import read_checkpoint, restore, save_checkpoint
 from hybridmoo.supernet.factory import make_supernet
+from hybridmoo.supernet.models import CHECKPOINT_SUFFIXES
 from hybridmoo.supernet.supernet import Supernet
 from hybridmoo.supernet.train_config import TrainConfig
 
@@ -85,6 +87,7 @@ def train_supernet(config: TrainConfig | Mapping[str, Any], *, resume: bool = Fa
     if resume and run_dir is None:
         raise ConfigError("resume needs a run_dir")
     data, sn = prepared if prepared is not None else prepare_training(cfg)
+    teacher = user_teacher(cfg, sn) if cfg.distill else None  # before a resume loads weights
     optimizer, scheduler = _optimizer(sn, cfg)
     rng = np.random.default_rng(cfg.seed)
     step, losses, bad_in_a_row = 0, [], 0
@@ -103,7 +106,7 @@ def train_supernet(config: TrainConfig | Mapping[str, Any], *, resume: bool = Fa
             epoch, skip = divmod(step, per_epoch)
             for x, y in epoch_batches(data.train, cfg.batch_size, cfg.seed, epoch, skip):
                 losses.append(sandwich_step(sn, optimizer, x, y, _configs(sn, cfg, rng),
-                                            cfg.distill))
+                                            cfg.distill, teacher=teacher))
                 step += 1
                 bad_in_a_row, skipped = count_bad_step(losses[-1], step, bad_in_a_row, skipped)
                 scheduler.step_update(step)
@@ -124,11 +127,23 @@ def train_supernet(config: TrainConfig | Mapping[str, Any], *, resume: bool = Fa
     return TrainResult(sn, data, step, losses, metrics, seconds, run_dir, skipped)
 
 
+def user_teacher(cfg: TrainConfig, sn: Supernet) -> torch.nn.Module | None:
+    """A frozen copy of the user's model when the supernet starts from the user's weights (a
+    ``checkpoint``, or a checkpoint file as ``model``), else None. Taken before training (and
+    before a resume loads the supernet's weights), so it is the user's model itself."""
+    if cfg.checkpoint is None and not str(cfg.model).endswith(CHECKPOINT_SUFFIXES):
+        return None
+    return copy.deepcopy(sn.model).eval().requires_grad_(False)
+
+
 def sandwich_step(sn: Supernet, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                   y: torch.Tensor, others: list[dict[str, Any]], distill: bool, *,
-                  sync: StepSync | None = None) -> float:
+                  sync: StepSync | None = None, teacher: torch.nn.Module | None = None
+                  ) -> float:
     """One optimizer step: the largest sub-network on the labels, each of ``others`` on the
-    largest's output (``distill``) or the labels. Returns the largest's loss, or NaN when a
+    output of ``teacher`` (the user's model, when given; computed per batch, which costs one
+    forward and keeps the step independent of how the data is stored) or else the largest's
+    (``distill``), or on the labels. Returns the largest's loss, or NaN when a
     loss or gradient was not finite: then the step is rolled back (no optimizer step, the
     BatchNorm statistics as before). ``sync`` (data-parallel replicas, see
     :mod:`hybridmoo.supernet.distributed`) combines the replicas' gradients, losses and
@@ -141,10 +156,14 @@ def sandwich_step(sn: Supernet, optimizer: torch.optim.Optimizer, x: torch.Tenso
     logits = sn(x, sn.largest())
     loss = F.cross_entropy(logits, y)
     loss.backward()
-    teacher = logits.detach().softmax(dim=-1)
+    if teacher is not None and distill and others:
+        with torch.no_grad():
+            soft = teacher.to(device)(x).softmax(dim=-1)
+    else:
+        soft = logits.detach().softmax(dim=-1)
     for config in others:
         out = sn(x, config)
-        target = teacher if distill else y
+        target = soft if distill else y
         F.cross_entropy(out, target).backward()
     value = float(loss.detach())
     grads = [p.grad for p in sn.parameters() if p.grad is not None]

@@ -27,6 +27,35 @@ def test_training_lowers_the_loss_and_reports_subnet_accuracy():
     assert result.run_dir is None
 
 
+def test_the_users_model_is_the_distillation_teacher(tmp_path):
+    """From a user's checkpoint, sub-networks learn from the user's model (a frozen copy taken
+    before training), not from the supernet's largest sub-network as it drifts."""
+    import timm
+    from safetensors.torch import save_file
+
+    from hybridmoo.supernet.training import prepare_training, sandwich_step, user_teacher
+
+    source = timm.create_model("test_resnet", num_classes=10)
+    path = tmp_path / "mine.safetensors"
+    save_file(source.state_dict(), str(path), metadata={"architecture": "test_resnet"})
+    cfg = TrainConfig.from_dict({**TINY, "checkpoint": str(path)})
+    data, sn = prepare_training(cfg)
+    teacher = user_teacher(cfg, sn)
+    assert user_teacher(TrainConfig.from_dict(TINY), sn) is None  # random init: no teacher
+    assert all(torch.equal(teacher.state_dict()[k], v) for k, v in source.state_dict().items())
+    x, y = next(epoch_batches(data.train, 16, 0, 0))
+    calls = []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    optimizer = torch.optim.SGD(sn.parameters(), lr=0.1)
+    smallest = {**sn.smallest(), **{n: 32 for n in sn.space.names if n.endswith("_bits")}}
+    for _ in range(2):
+        sandwich_step(sn, optimizer, x, y, [smallest], True, teacher=teacher)
+    assert len(calls) == 2  # one teacher forward per step
+    assert all(torch.equal(teacher.state_dict()[k], v) for k, v in source.state_dict().items())
+    assert not torch.equal(sn.model.state_dict()["conv1.0.weight"],
+                           source.state_dict()["conv1.0.weight"])  # the supernet trained
+
+
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     whole = train_supernet({**TINY, "run_dir": str(tmp_path / "a")}, progress=False)
     stopped = train_supernet({**TINY, "run_dir": str(tmp_path / "b")}, progress=False,
