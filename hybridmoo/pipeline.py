@@ -215,7 +215,8 @@ def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,
     # the fitted latency model, when the run has one, is refinement's latency surrogate too
     model = evaluator.latency if not isinstance(evaluator.latency, str) else None
     refiner = Refiner(supernet, data, RefineSettings.from_dict(options),
-                      measure=evaluator.measure_network, latency_model=model)
+                      measure=evaluator.measure_network, latency_model=model,
+                      teacher=_user_model(cfg, data))
 
     def refine(survivors_: list[EvalResult], archive: Any) -> list[EvalResult]:
         from hybridmoo.export import save_network
@@ -229,6 +230,21 @@ def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,
         return out
 
     return RefineSchedule(refine, every=every, survivors=survivors, final_share=final_share)
+
+
+def _user_model(cfg: PipelineConfig, data: Any) -> Any:
+    """The user's own model (from its checkpoint), refinement's distillation teacher; None
+    when the supernet started from a random init (refinement then distils from its largest
+    sub-network)."""
+    from hybridmoo.supernet import make_supernet
+    from hybridmoo.supernet.training import starts_from_user_weights, user_teacher
+
+    train = cfg.train
+    if not starts_from_user_weights(train):
+        return None
+    sn = make_supernet(train.model, train.num_classes or data.num_classes, spec=train.spec,
+                       image_size=train.image_size, checkpoint=train.checkpoint)
+    return user_teacher(train, sn)
 
 
 def _default_algorithm() -> str:

@@ -135,3 +135,21 @@ def test_search_command_runs_a_pipeline_yaml(tmp_path, capsys):
     assert "exported checkpoints:" in out and "report:" in out
     front = json.loads((tmp_path / "out" / "export" / "front.json").read_text())
     assert front["points"]
+
+
+def test_refinement_distils_from_the_users_model(tmp_path):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from hybridmoo.data import digits
+    from hybridmoo.pipeline import _user_model
+
+    assert _user_model(tiny(tmp_path / "a"), digits(32)) is None  # random init: none
+    source = timm.create_model("test_resnet", num_classes=10)
+    path = tmp_path / "mine.safetensors"
+    save_file(source.state_dict(), str(path), metadata={"architecture": "test_resnet"})
+    cfg = tiny(tmp_path / "b", supernet={**TINY["supernet"], "checkpoint": str(path)})
+    teacher = _user_model(cfg, digits(32))
+    assert all(torch.equal(teacher.state_dict()[k], v) for k, v in source.state_dict().items())
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())

@@ -127,11 +127,17 @@ def train_supernet(config: TrainConfig | Mapping[str, Any], *, resume: bool = Fa
     return TrainResult(sn, data, step, losses, metrics, seconds, run_dir, skipped)
 
 
+def starts_from_user_weights(cfg: TrainConfig) -> bool:
+    """True when the supernet starts from the user's weights: a ``checkpoint``, or a
+    checkpoint file as ``model``."""
+    return cfg.checkpoint is not None or str(cfg.model).endswith(CHECKPOINT_SUFFIXES)
+
+
 def user_teacher(cfg: TrainConfig, sn: Supernet) -> torch.nn.Module | None:
-    """A frozen copy of the user's model when the supernet starts from the user's weights (a
-    ``checkpoint``, or a checkpoint file as ``model``), else None. Taken before training (and
-    before a resume loads the supernet's weights), so it is the user's model itself."""
-    if cfg.checkpoint is None and not str(cfg.model).endswith(CHECKPOINT_SUFFIXES):
+    """A frozen copy of the user's model when the supernet starts from the user's weights,
+    else None. Taken before training (and before a resume loads the supernet's weights), so
+    it is the user's model itself."""
+    if not starts_from_user_weights(cfg):
         return None
     return copy.deepcopy(sn.model).eval().requires_grad_(False)
 
