@@ -1,51 +1,57 @@
 """Hybrid search (evolution + gradient refinement) vs evolution only vs refinement only, at
-equal wall-clock budget, on the built-in digits task (issue 5).
+equal wall-clock budget, on Fashion-MNIST (issue 14; digits with ``--data digits``).
 
-Per seed: one supernet of timm's test_resnet is trained on digits (cached in --out), then each
-variant gets the same number of seconds:
+Per seed: one supernet of timm's test_resnet is trained (cached in --out), then each variant
+gets the same number of seconds:
 
 - ``evolution``: the default engine alone;
 - ``hybrid``: the default engine with a refinement round after every ``--every`` evaluations
   (none with 0) and, with ``--final-share``, that share of the time kept for rounds on the
   final front;
 - ``refine-only``: random sub-networks, each batch of ``--batch`` refined right away;
-- ``evolution-again`` (only when asked for in ``--variants``): evolution alone once more, the
-  A/A check: its ratio to ``evolution`` is the run-to-run noise floor of this comparison.
+- ``evolution-again``: evolution alone once more, the A/A check: its ratio to ``evolution``
+  is the run-to-run noise floor of this comparison.
 
-The final fronts are compared on true measured metrics (accuracy on the validation split,
-measured latency, size in bytes; every front point re-measured side by side at the end, so
-latency drift between the runs does not decide) by hypervolume under one normalisation per
-seed (the ideal and nadir of all three variants' fronts together). Prints a table and the
-hybrid / evolution ratio.
+Every search selects on the validation split. The final fronts are compared on the **test**
+split (test accuracy, measured latency, size in bytes; every front point re-measured side by
+side at the end, so latency drift between the runs does not decide) by hypervolume under one
+normalisation per seed (the ideal and nadir of all variants' fronts together). Prints a table,
+the hybrid / evolution and A/A ratios with bootstrap 95 % intervals over seeds, and a last
+line with the verdict: the target is a mean ratio >= 1.10 whose interval lies above the A/A
+one (exit code 1 when missed).
 
-    OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --seeds 3 --budget-s 240
+    OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --seeds 5 --budget-s 240
+    OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --quick       # minutes on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("evolution", "hybrid", "refine-only")
-AGAIN = "evolution-again"  # optional A/A variant: evolution alone, run a second time
+AGAIN = "evolution-again"  # the A/A variant: evolution alone, run a second time
+VARIANTS = ("evolution", "hybrid", "refine-only", AGAIN)
+TARGET = 1.10  # hybrid / evolution hypervolume on test metrics
+QUICK = {"seeds": 2, "budget_s": 75.0, "steps": 150}
 
 
-def supernet_for(seed: int, steps: int, out: Path):
+def supernet_for(seed: int, args) -> tuple:
     from hybridmoo.data import make_data
     from hybridmoo.supernet import load_supernet, train_supernet
 
-    run_dir = out / f"supernet_seed{seed}"
+    run_dir = args.out / f"supernet_{args.data}_seed{seed}"
     if (run_dir / "supernet.json").is_file():
         meta = json.loads((run_dir / "supernet.json").read_text())["meta"]
-        if meta.get("step") == steps:
-            return load_supernet(run_dir), make_data("digits", 32)
-    trained = train_supernet({"model": "test_resnet", "image_size": 32, "steps": steps,
-                              "seed": seed, "run_dir": str(run_dir), "save_every": steps},
-                             progress=False)
+        if meta.get("step") == args.steps:
+            return load_supernet(run_dir), make_data(args.data, 32)
+    trained = train_supernet({"model": "test_resnet", "image_size": 32, "steps": args.steps,
+                              "data": args.data, "seed": seed, "run_dir": str(run_dir),
+                              "save_every": args.steps}, progress=False)
     return trained.supernet, trained.data
 
 
@@ -61,9 +67,8 @@ def run_variant(variant: str, sn, data, seed: int, args) -> tuple[list, float, i
                                 warmup=2, seed=seed)
     refine, networks = None, {}
     if variant not in ("evolution", AGAIN):
-        given = {"steps": args.refine_steps, "solver": args.solver, "lr": args.lr,
-                 "gate_lr": args.gate_lr, "task_budget": args.task_budget,
-                 "divisor": args.divisor}  # None: RefineSettings' default
+        given = {"steps": args.refine_steps, "recovery_steps": args.recovery_steps,
+                 "solver": args.solver, "lr": args.lr}  # None: RefineSettings' default
         settings = {k: v for k, v in given.items() if v is not None}
         refiner = Refiner(sn, data, {**settings, "seed": seed}, measure=evaluator.measure_network)
 
@@ -95,12 +100,13 @@ def run_variant(variant: str, sn, data, seed: int, args) -> tuple[list, float, i
 def remeasure(fronts: dict[str, list], networks: dict[str, dict], sn, data, seed: int,
               args) -> dict[str, list]:
     """Every variant's front measured again side by side (interleaved, more repeats), so that
-    latency drift between the variants' runs cannot decide the comparison."""
+    latency drift between the variants' runs cannot decide the comparison; accuracy on the
+    test split (the searches selected on val)."""
     from hybridmoo import EvalResult
     from hybridmoo.evaluate import SubnetEvaluator
 
     evaluator = SubnetEvaluator(sn, data, latency_batch=args.latency_batch, repeats=30,
-                                warmup=3, seed=seed)
+                                warmup=3, seed=seed, split="test")
     jobs = [(v, i) for v in fronts for i in range(len(fronts[v]))]
     order = np.random.default_rng(seed).permutation(len(jobs))
     values: dict[tuple[str, int], dict] = {}
@@ -125,38 +131,52 @@ def hypervolumes(fronts: dict[str, list], objectives) -> dict[str, float]:
     return {v: hypervolume(F, ideal, nadir) for v, F in matrices.items()}
 
 
-def main() -> None:
+def bootstrap_mean(values: list[float], seed: int = 0, draws: int = 10_000
+                   ) -> tuple[float, float]:
+    """95 % bootstrap interval of the mean of ``values`` (resampled with replacement)."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(values, dtype=float)
+    means = x[rng.integers(0, len(x), size=(draws, len(x)))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a few minutes on 2 cores: {QUICK} (explicit flags win)")
+    parser.add_argument("--seeds", type=int)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--budget-s", type=float, default=240.0)
-    parser.add_argument("--steps", type=int, default=300, help="supernet training steps")
+    parser.add_argument("--budget-s", type=float)
+    parser.add_argument("--steps", type=int, help="supernet training steps")
+    parser.add_argument("--data", default="fashion-mnist", choices=("fashion-mnist", "digits"))
     parser.add_argument("--every", type=int, default=0,
                         help="hybrid: evaluations between refinement rounds (0: none)")
-    parser.add_argument("--final-share", type=float, default=0.15,
+    parser.add_argument("--final-share", type=float, default=0.3,
                         help="hybrid: share of the budget kept for rounds on the final front")
     parser.add_argument("--survivors", type=int, default=4, help="survivors per round")
-    parser.add_argument("--batch", type=int, default=20, help="refine-only: batch size")
+    parser.add_argument("--batch", type=int, default=8, help="refine-only: batch size")
     # refinement settings; unset ones keep hybridmoo.refine.RefineSettings' defaults
-    parser.add_argument("--refine-steps", type=int, default=30)
+    parser.add_argument("--refine-steps", type=int)
+    parser.add_argument("--recovery-steps", type=int)
     parser.add_argument("--solver")
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--gate-lr", type=float)
-    parser.add_argument("--task-budget", type=float)
-    parser.add_argument("--divisor", type=int)
     parser.add_argument("--algorithm", default="surrogate")
     parser.add_argument("--latency-batch", type=int, default=8)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path("bench_out/hybrid"))
     args = parser.parse_args()
+    defaults = {"seeds": 5, "budget_s": 240.0, "steps": 600}
+    for key, value in (QUICK if args.quick else defaults).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     args.out.mkdir(parents=True, exist_ok=True)
     variants = args.variants.split(",")
-    unknown = set(variants) - {*VARIANTS, AGAIN}
+    unknown = set(variants) - set(VARIANTS)
     if unknown:
-        parser.error(f"unknown variant(s) {sorted(unknown)}; choose from {[*VARIANTS, AGAIN]}")
+        parser.error(f"unknown variant(s) {sorted(unknown)}; choose from {list(VARIANTS)}")
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        sn, data = supernet_for(seed, args.steps, args.out)
+        sn, data = supernet_for(seed, args)
         fronts, info, networks = {}, {}, {}
         for variant in variants:
             front, seconds, n, networks[variant] = run_variant(variant, sn, data, seed, args)
@@ -165,7 +185,7 @@ def main() -> None:
             info[variant] = (seconds, n, len(front), refined)
         fronts = remeasure(fronts, networks, sn, data, seed, args)
         for variant, front in fronts.items():
-            (args.out / f"front_seed{seed}_{variant}.json").write_text(json.dumps(
+            (args.out / f"front_{args.data}_seed{seed}_{variant}.json").write_text(json.dumps(
                 [r.to_json() for r in front], indent=1))
         from hybridmoo.evaluate import OBJECTIVES
 
@@ -175,7 +195,7 @@ def main() -> None:
             rows.append({"seed": seed, "variant": variant, "hv": hv[variant], "seconds": seconds,
                          "records": n, "front": size, "refined_on_front": refined})
             print(json.dumps(rows[-1]), flush=True)
-    print("\n| variant | HV mean | HV per seed | seconds | records | front (refined) |")
+    print("\n| variant | HV mean (test) | HV per seed | seconds | records | front (refined) |")
     print("|---|---|---|---|---|---|")
     for variant in variants:
         mine = [r for r in rows if r["variant"] == variant]
@@ -184,11 +204,24 @@ def main() -> None:
               + f" | {np.mean([r['seconds'] for r in mine]):.0f} | "
               + " / ".join(str(r["records"]) for r in mine) + " | "
               + " / ".join(f"{r['front']} ({r['refined_on_front']})" for r in mine) + " |")
-    for variant, note in (("hybrid", "target >= 1.05"), (AGAIN, "noise floor")):
+    summary = {}
+    for variant in ("hybrid", AGAIN, "refine-only"):
         if {variant, "evolution"} <= set(variants):
             ratios = ratio_per_seed(rows, variant, "evolution")
-            print(f"\n{variant} / evolution hypervolume: mean {np.mean(ratios):.3f} "
-                  f"(per seed {', '.join(f'{x:.3f}' for x in ratios)}; {note})")
+            summary[variant] = (float(np.mean(ratios)), *bootstrap_mean(ratios))
+            print(f"{variant} / evolution hypervolume: mean {summary[variant][0]:.3f}, 95 % "
+                  f"interval [{summary[variant][1]:.3f}, {summary[variant][2]:.3f}] (per seed "
+                  f"{', '.join(f'{x:.3f}' for x in ratios)})")
+    if not {"hybrid", AGAIN} <= set(summary):
+        print("no verdict: the hybrid, evolution and evolution-again variants are all needed")
+        return 1
+    (mean, low, _), (aa, _, aa_high) = summary["hybrid"], summary[AGAIN]
+    met = mean >= TARGET and low > aa_high
+    print(f"hybrid/evolution {mean:.3f} [{low:.3f}, {summary['hybrid'][2]:.3f}], A/A {aa:.3f} "
+          f"[{summary[AGAIN][1]:.3f}, {aa_high:.3f}] over {args.seeds} seeds on test metrics: "
+          f"target >= {TARGET} with its interval above the A/A one: "
+          f"{'met' if met else 'MISSED'}")
+    return 0 if met else 1
 
 
 def ratio_per_seed(rows: list[dict], variant: str, baseline: str) -> list[float]:
@@ -199,4 +232,4 @@ def ratio_per_seed(rows: list[dict], variant: str, baseline: str) -> list[float]
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
