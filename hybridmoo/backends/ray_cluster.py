@@ -1,10 +1,17 @@
 """Joining or starting the Ray cluster a :class:`~hybridmoo.backends.ray_backend.RayBackend` uses.
 
-Ray 2.60 replaces a loopback ``_node_ip_address`` / ``--node-ip-address`` (127.0.0.1) with the
-machine's outward address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set before ``ray``
-is imported: only then do the GCS, raylet, workers and agents listen on 127.0.0.1 alone. So a
-private local cluster, and a driver that joins a cluster on 127.0.0.1, set it (it also limits
-the cluster to one node, which is what a loopback cluster is). Ray reads it once, at import.
+A private local cluster listens on 127.0.0.1 only, whatever was imported first. Ray reads
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when ``ray`` is imported (the module constant
+``ray._private.ray_constants.ENABLE_RAY_CLUSTER``): unless it was "0" then, ``ray.init`` turns
+the loopback ``_node_ip_address`` (and a 127.0.0.1 cluster address) into the machine's outward
+address, and the GCS, raylet, workers, agents and the driver itself listen on that address,
+0.0.0.0 and ``::``. Setting the variable later does not help the driver. So importing this
+module (``import hybridmoo`` does) sets it to "0" when ``ray`` is not imported yet, and
+:func:`connect` refuses with a :class:`~hybridmoo.errors.ConfigError` to start a private
+cluster, or to join one on 127.0.0.1, where Ray would not keep it on loopback. Only a cluster
+the user names (``ray.address``, ``RAY_ADDRESS``) may use other addresses. The variable also
+limits Ray to one node, which is what a loopback cluster is; joining a multi-node cluster by
+its address is unaffected.
 """
 
 from __future__ import annotations
@@ -19,11 +26,11 @@ from typing import Any
 
 from hybridmoo.errors import ConfigError, one_line
 
-log = logging.getLogger("hybridmoo")
-
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a one-node cluster on 127.0.0.1 only
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 CONNECT_TIMEOUT_S = 5.0  # a cluster address that does not answer within this is an error
+LOOPBACK_HINT = (f"Import hybridmoo before ray, or export {LOOPBACK_ENV}=0 before Python "
+                 "starts, or set ray.address (--ray-address) to join a cluster you started")
 AUTH_HINT = ("set RAY_AUTH_MODE (and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) as the cluster "
              "was started with")
 
@@ -44,14 +51,13 @@ def connect(address: str | None, min_cpus: float) -> Connection:
     if address is None and os.environ.get("RAY_ADDRESS"):
         address = "auto"
     target = _resolve(address)
-    if target is None or _host(target) in LOOPBACK_HOSTS:
-        _prefer_loopback()
     if target is not None:
         _probe(address or "", target)
     import ray
 
     if ray.is_initialized():
         return Connection(owned=False, address=str(ray.get_runtime_context().gcs_address))
+    _check_loopback(address, target)
     try:
         if address is None:
             cpus = max(os.cpu_count() or 1, math.ceil(min_cpus))
@@ -66,9 +72,10 @@ def connect(address: str | None, min_cpus: float) -> Connection:
         raise ConfigError(f"ray address {address!r}: authentication failed ({one_line(exc)}); "
                           f"{AUTH_HINT}") from None
     if address is None and ray.util.get_node_ip_address() not in LOOPBACK_HOSTS:
-        log.warning("the local Ray cluster listens on %s, not 127.0.0.1: ray was imported "
-                    "before hybridmoo could set %s=0", ray.util.get_node_ip_address(),
-                    LOOPBACK_ENV)
+        ip = ray.util.get_node_ip_address()
+        ray.shutdown()  # _check_loopback should make this unreachable
+        raise ConfigError(f"the private Ray cluster came up on {ip}, not 127.0.0.1, and was "
+                          f"shut down. {LOOPBACK_HINT}")
     return Connection(owned=True, address=str(context.address_info.get("address", "")))
 
 
@@ -93,8 +100,31 @@ def disconnect(connection: Connection | None) -> None:
 
 
 def _prefer_loopback() -> None:
+    """Set LOOPBACK_ENV=0 unless it is set or too late (``ray`` already imported)."""
     if "ray" not in sys.modules:
         os.environ.setdefault(LOOPBACK_ENV, "0")
+
+
+_prefer_loopback()  # at import: `import hybridmoo` comes before ray in the CLI and most scripts
+
+
+def _check_loopback(address: str | None, target: str | None) -> None:
+    """ConfigError unless Ray in this process keeps 127.0.0.1 as it is, for the private
+    cluster (``target`` None) or a cluster joined on a loopback address. Before ``ray.init``,
+    ``ray.util.get_node_ip_address()`` is the address Ray would put in place of 127.0.0.1."""
+    if target is not None and _host(target) not in LOOPBACK_HOSTS:
+        return  # the user's cluster, on the address the user gave
+    import ray
+
+    ip = ray.util.get_node_ip_address()
+    if ip in LOOPBACK_HOSTS:
+        return
+    what = ("start a private Ray cluster on 127.0.0.1" if target is None else
+            f"join the Ray cluster at {address!r} on 127.0.0.1")
+    now = os.environ.get(LOOPBACK_ENV)
+    raise ConfigError(f"cannot {what}: ray was imported while {LOOPBACK_ENV} was not 0 (now "
+                      f"{'unset' if now is None else repr(now)}), so Ray would listen on {ip}, "
+                      f"0.0.0.0 and :: instead. {LOOPBACK_HINT}")
 
 
 def _resolve(address: str | None) -> str | None:
@@ -149,9 +179,14 @@ def _current_cluster(given: str) -> str:
 
 def check_address(address: str | None) -> None:
     """ConfigError now, before a run writes anything, when ``address`` (or ``RAY_ADDRESS``
-    for ``None``) names a cluster that does not answer."""
+    for ``None``) names a cluster that does not answer, or when :func:`connect` would refuse
+    to start (or join) a cluster on 127.0.0.1."""
     if address is None and os.environ.get("RAY_ADDRESS"):
         address = "auto"
     target = _resolve(address)
     if target is not None:
         _probe(address or "", target)
+    import ray
+
+    if not ray.is_initialized():
+        _check_loopback(address, target)

@@ -28,10 +28,12 @@ removed afterwards: no checkpoint goes through Ray's (pickling) checkpoint machi
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import math
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -67,6 +69,7 @@ from hybridmoo.supernet.training import (
 log = logging.getLogger("hybridmoo")
 
 _BN = torch.nn.modules.batchnorm._BatchNorm
+_GROUP_TIMEOUT_S = 1800  # process group operations (Ray Train's TorchConfig default)
 
 
 def train_supernet_distributed(config: TrainConfig | Mapping[str, Any], *, workers: int = 2,
@@ -140,13 +143,15 @@ def _fit(cfg: TrainConfig, workers: int, use_gpu: bool, resume: bool, save_dir: 
     from hybridmoo.backends.ray_cluster import LOOPBACK_HOSTS
 
     env = {"OMP_NUM_THREADS": "1"}
-    if ray.util.get_node_ip_address() in LOOPBACK_HOSTS:
-        env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo would bind to the host name's address
+    backend, group = "nccl" if use_gpu else "gloo", None
+    torch_config = TorchConfig(backend=backend)
+    if ray.util.get_node_ip_address() in LOOPBACK_HOSTS:  # a one-node cluster on 127.0.0.1
+        env.update(GLOO_SOCKET_IFNAME="lo", NCCL_SOCKET_IFNAME="lo")  # not the host's address
+        group, torch_config = (backend, _free_loopback_port()), _own_group_config(backend)
     queue = _progress_queue(progress)
-    job = _Job(cfg, resume, str(save_dir), queue)
+    job = _Job(cfg, resume, str(save_dir), queue, group)
     trainer = TorchTrainer(
-        _worker, train_loop_config={"job": job},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        _worker, train_loop_config={"job": job}, torch_config=torch_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(name="train-supernet", storage_path=str(storage),
                              worker_runtime_env={"env_vars": env}))
@@ -158,6 +163,29 @@ def _fit(cfg: TrainConfig, workers: int, use_gpu: bool, resume: bool, save_dir: 
     finally:
         if queue is not None:
             queue.shutdown()
+
+
+def _free_loopback_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return int(s.getsockname()[1])
+
+
+def _own_group_config(backend: str) -> Any:
+    """A TorchConfig under which Ray Train leaves the process group to the workers
+    (:func:`_loopback_group`): the one it makes itself puts rank 0's TCPStore on every
+    interface (0.0.0.0 and ``::``), whatever address the cluster has."""
+    from ray.train.backend import Backend
+    from ray.train.torch import TorchConfig
+
+    class OwnGroupBackend(Backend):
+        share_cuda_visible_devices = True  # as Ray Train's torch backend
+
+    class OwnGroupConfig(TorchConfig):
+        @property
+        def backend_cls(self) -> type:
+            return OwnGroupBackend
+
+    return OwnGroupConfig(backend=backend)
 
 
 def _user_error(exc: BaseException) -> BaseException:
@@ -231,6 +259,7 @@ class _Job:
     resume: bool
     save_dir: str
     queue: Any  # a ray.util.queue.Queue for rank 0's progress, or None
+    group: tuple[str, int] | None = None  # (backend, port): make a loopback process group
 
 
 def _worker(loop_config: dict[str, Any]) -> None:
@@ -242,6 +271,8 @@ def _worker(loop_config: dict[str, Any]) -> None:
     cfg, save_dir = job.cfg, Path(job.save_dir)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    if job.group is not None:
+        _loopback_group(*job.group, rank, world)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     torch.manual_seed(cfg.seed)
     data = make_data(cfg.data, cfg.image_size)
@@ -280,6 +311,16 @@ def _worker(loop_config: dict[str, Any]) -> None:
                    for name, config in (("largest", sn.largest()),
                                         ("smallest", _fp32(sn.smallest())))}
         _save(save_dir, sn, optimizer, rng, cfg, step, losses, metrics)
+
+
+def _loopback_group(backend: str, port: int, rank: int, world: int) -> None:
+    """The process group on a TCPStore that rank 0 serves on 127.0.0.1:``port`` only."""
+    import torch.distributed as dist
+
+    timeout = datetime.timedelta(seconds=_GROUP_TIMEOUT_S)
+    fd = socket.create_server(("127.0.0.1", port)).detach() if rank == 0 else None
+    store = dist.TCPStore("127.0.0.1", port, world, rank == 0, timeout, master_listen_fd=fd)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
 
 
 def shard_batches(dataset: Any, batch_size: int, seed: int, epoch: int, skip: int, rank: int,
