@@ -25,8 +25,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from hybridmoo.errors import ConfigError, RunDirError
 from hybridmoo.files import write_atomic
 from hybridmoo.objectives import EvalResult
@@ -38,6 +36,7 @@ from hybridmoo.rundir import (
     SUPERNET_DIR,
     check_pipeline_dir,
     clear_run,
+    hold_lock,
     search_started,
     trained_steps,
 )
@@ -148,16 +147,8 @@ def _pipeline_lock(run_dir: Path) -> Iterator[None]:
     except OSError as exc:
         raise RunDirError(f"cannot create run directory {run_dir}: "
                           f"{exc.strerror or exc}") from None
-    lock = FileLock(str(run_dir / PIPELINE_LOCK_FILE))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RunDirError(f"run directory {run_dir} is in use by another hybridmoo "
-                          "process") from None
-    try:
+    with hold_lock(run_dir, PIPELINE_LOCK_FILE):
         yield
-    finally:
-        lock.release()
 
 
 def _settings(cfg: PipelineConfig) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,19 +95,27 @@ def clear_run(run_dir: Path) -> None:
     check_can_overwrite(run_dir)
     if not run_dir.is_dir():
         return
-    lock = FileLock(str(run_dir / LOCK_FILE))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RunDirError(f"run directory {run_dir} is in use by another hybridmoo "
-                          "process") from None
-    try:
+    with hold_lock(run_dir, LOCK_FILE):
         for name in RUN_ENTRIES:
             path = run_dir / name
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             elif path.exists() or path.is_symlink():
                 path.unlink()
+
+
+@contextmanager
+def hold_lock(run_dir: Path, name: str) -> Iterator[None]:
+    """Hold the OS file lock ``run_dir/name`` (it dies with its process); RunDirError at once
+    when another process holds it."""
+    lock = FileLock(str(run_dir / name))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunDirError(f"run directory {run_dir} is in use by another hybridmoo "
+                          "process") from None
+    try:
+        yield
     finally:
         lock.release()
 
