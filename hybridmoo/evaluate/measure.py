@@ -144,13 +144,22 @@ def measure_onnx_latency(path: Path | Any, example: torch.Tensor | np.ndarray, *
 
 def count_macs(net: nn.Module, example: torch.Tensor) -> int:
     """Multiply-accumulates of ``net(example)`` (``torch.utils.flop_counter`` FLOPs / 2),
-    for the whole batch of ``example``."""
+    for the whole batch of ``example``. Attention is counted as its two matmuls: timm's fused
+    attention (``scaled_dot_product_attention``) is switched off for the count, since whether
+    the counter sees its kernel depends on the torch version and the device."""
     from torch.utils.flop_counter import FlopCounterMode
 
     net.eval()
+    fused = [m for m in net.modules() if getattr(m, "fused_attn", None) is True]
+    for m in fused:
+        m.fused_attn = False
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        net(example)
+    try:
+        with torch.no_grad(), counter:
+            net(example)
+    finally:
+        for m in fused:
+            m.fused_attn = True
     return int(counter.get_total_flops()) // 2
 
 
