@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from hybridmoo.objectives import (
 )
 from hybridmoo.progress import Progress, search_status
 from hybridmoo.proposers import DEFAULT_ALGORITHM, Proposer, make_proposer
+from hybridmoo.scheduling import RefineSchedule, Scheduler
 from hybridmoo.space import REFINED, Candidate, SearchSpace
 
 log = logging.getLogger("hybridmoo")
@@ -37,41 +37,6 @@ MAX_IDLE_ASKS = 100  # asks in a row that bring nothing new before the proposer 
 SETUP_CHECK_EVALS = 3  # this many first results all missing one objective = a setup error
 NOT_FINITE = "is not a finite number"  # in the reason run_evaluation gives a NaN / Inf objective
 OUT_OF_TIME = "max_seconds reached"  # the stop reason when the time budget ends evolution
-
-
-@dataclass(frozen=True)
-class RefineSchedule:
-    """Refinement rounds inside a search: after every ``every`` evolutionary evaluations
-    (never when None) and once at the end when ``final_round``, up to ``survivors`` front
-    records not refined yet, spread along the front, go to ``refine(survivors, archive)``,
-    which returns one result per survivor with ``origin="refine"`` (see
-    :mod:`hybridmoo.refine`). Refined results join the archive and the journal; they do not
-    count towards ``max_evals``.
-
-    ``final_share`` (with ``max_seconds`` only) keeps that share of the time for the end:
-    evolution stops that much earlier, then rounds repeat on the front as it is then until the
-    time is up or every front record has been refined (evolution then goes on with the time
-    left). Refining the final front wastes nothing on survivors that later evolution would
-    have dominated anyway."""
-
-    refine: Callable[[list[EvalResult], ParetoArchive], list[EvalResult]]
-    every: int | None
-    survivors: int = 4
-    final_round: bool = True
-    final_share: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("every", "survivors"):
-            value = getattr(self, name)
-            if name == "every" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"refine {name} must be an int >= 1, got {value!r}")
-        share = self.final_share
-        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
-            raise ConfigError(f"refine final_share must be a number in [0, 1), got {share!r}")
-        if share > 0 and not self.final_round:
-            raise ConfigError("refine final_share needs final_round: the share is its time")
 
 
 @dataclass
@@ -127,12 +92,8 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
     if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(
             max_seconds, int | float) or not max_seconds > 0):
         raise ConfigError(f"max_seconds must be a positive number, got {max_seconds!r}")
-    deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    evolve_deadline = deadline
-    if refine is not None and refine.final_share > 0:
-        if max_seconds is None:
-            raise ConfigError("refine final_share is a share of max_seconds: set max_seconds")
-        evolve_deadline = deadline - refine.final_share * max_seconds
+    if refine is not None and refine.final_share > 0 and max_seconds is None:
+        raise ConfigError("refine final_share is a share of max_seconds: set max_seconds")
     options = dict(algorithm_options or {})
     proposer = make_proposer(algorithm, space, objectives, constraints, seed, **options)
     archive = ParetoArchive(objectives, reference)
@@ -150,7 +111,7 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
         backend.start(EvaluationTask(evaluate, objectives, constraints))
         with Progress(max_evals, progress, title="search") as bar:
             loop = _Loop(proposer, backend, archive, journal, bar, max_evals, journaled,
-                         space.canonical_key, refine, deadline, evolve_deadline)
+                         space, refine, Scheduler(refine, max_seconds, journaled))
             try:
                 reason = loop.run()
             except ConfigError:
@@ -163,56 +124,40 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
 
 
 class _Loop:
-    """State of one pass of the search loop (kept apart so ``search`` reads in one screen)."""
+    """State of one pass of the search loop (kept apart so ``search`` reads in one screen);
+    when to refine and what is the :class:`~hybridmoo.scheduling.Scheduler`'s business."""
 
     def __init__(self, proposer: Proposer, backend: Backend, archive: ParetoArchive,
                  journal: Journal | None, bar: Progress, max_evals: int,
-                 journaled: list[EvalResult], key: Callable[[dict[str, Any]], str],
-                 refine: RefineSchedule | None = None, deadline: float | None = None,
-                 evolve_deadline: float | None = None) -> None:
+                 journaled: list[EvalResult], space: SearchSpace,
+                 refine: RefineSchedule | None, scheduler: Scheduler) -> None:
         self.proposer, self.backend, self.archive = proposer, backend, archive
-        self.deadline = deadline  # time.monotonic() after which nothing new starts
-        # after which no evaluation starts: earlier than deadline by the final round's share
-        self.evolve_deadline = deadline if evolve_deadline is None else evolve_deadline
         self.journal, self.bar, self.max_evals = journal, bar, max_evals
-        self.key = key  # canonical key: equivalent configs share one evaluation
-        self.refine = refine
+        self.space, self.key = space, space.canonical_key  # equivalent configs: one evaluation
+        self.refine, self.scheduler = refine, scheduler
         evolved = [r for r in journaled if r.candidate.origin != REFINED]
-        self.known = {key(r.config): r for r in evolved}  # every config with a result
+        self.known = {self.key(r.config): r for r in evolved}  # every config with a result
         self.unreplayed = set(self.known)  # journaled configs the proposer has not asked yet
         self.waiting: dict[str, list[Candidate]] = {}  # in-flight key -> who asked for it
         self.consumed = 0  # budget used in this pass: submitted plus replayed from the journal
+        self.told = 0  # evolutionary results told to the proposer (replayed ones included)
+        self.to_tell = _refined_to_tell(journaled)  # (told before it, refined record)
         self.new_results: list[EvalResult] = []
         self.worked_before = any(r.ok for r in journaled)  # a resumed run that had results
-        self.rounds = max((int(r.info.get("round", 0)) for r in journaled
-                           if r.candidate.origin == REFINED), default=0)
-        # a round a crash cut short: its survivors without a result, and the whole round's keys
-        self.pending_survivors, self.pending_keys = _unfinished_round(journaled)
 
     def run(self) -> str:
         reason = self._evolve()
-        if self.refine is None or not self.refine.final_round:
-            return reason
-        if self.refine.final_share > 0:  # rounds until the time is up or the front is done
-            while not self._out_of_time() and self._refine_round():
-                pass
-            if reason == OUT_OF_TIME and not self._out_of_time():  # done early: evolve on
-                self.evolve_deadline = self.deadline
-                reason = self._evolve()
-        elif not self._out_of_time():
-            self._refine_round()
+        while self.scheduler.final_round_due() and self._refine_round():
+            pass
+        if self.scheduler.evolve_again(reason == OUT_OF_TIME):
+            reason = self._evolve()
+        self._tell_refined()  # the last rounds' records: the proposer's state holds them too
         return reason
-
-    def _out_of_time(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-    def _evolution_over(self) -> bool:
-        return self.evolve_deadline is not None and time.monotonic() >= self.evolve_deadline
 
     def _evolve(self) -> str:
         idle_asks = 0
         while True:
-            if self._refine_due():
+            if self.scheduler.round_due(self._evolved()):
                 while self.backend.in_flight:
                     self._collect(*self.backend.next_done())
                 self._refine_round()
@@ -228,18 +173,10 @@ class _Loop:
             if self.backend.in_flight == 0:
                 if len(self.new_results) < SETUP_CHECK_EVALS:
                     self._check_setup()
-                if self._evolution_over() and self._evolved() < self.max_evals:
+                if not self.scheduler.evolving() and self._evolved() < self.max_evals:
                     return OUT_OF_TIME
                 return f"max_evals={self.max_evals} reached"
             self._collect(*self.backend.next_done())
-
-    def _refine_due(self) -> bool:
-        if self.refine is None or self._evolution_over():
-            return False
-        if self.refine.every is None:
-            return bool(self.pending_survivors)
-        due = self._evolved() >= (self.rounds + 1) * self.refine.every
-        return bool(self.pending_survivors) or due
 
     def _evolved(self) -> int:
         """Records the evolution made (refined ones do not count towards max_evals)."""
@@ -247,48 +184,36 @@ class _Loop:
                                        for r in self.archive.history)
 
     def _refine_round(self) -> bool:
-        """Refine the chosen survivors; their results are journaled and join the archive.
-        False when there was no survivor to refine."""
+        """Refine the scheduler's next survivors; their results are journaled, join the
+        archive and are told to the proposer. False when there was no survivor to refine."""
         assert self.refine is not None
-        if self.pending_survivors:  # finish the round a crash cut short, under its number
-            survivors, keys = self.pending_survivors, self.pending_keys
-            self.pending_survivors = []
-        else:
-            survivors = self._survivors()
-            keys = [r.key for r in survivors]
-            if not survivors:
-                return False
-            self.rounds += 1
-        self.bar.update(self._evolved(), f"refinement round {self.rounds}: refining "
-                        f"{len(survivors)} survivors")
-        for result in self.refine.refine(survivors, self.archive):
-            result.info.update({"round": self.rounds, "round_survivors": keys})
+        todo = self.scheduler.next_round(self.archive, self.told)
+        if todo is None:
+            return False
+        self.bar.update(self._evolved(), f"refinement round {todo.number}: refining "
+                        f"{len(todo.todo)} survivors")
+        for result in self.refine.refine(todo.todo, self.archive):
+            todo.stamp(result)
             if self.journal is not None:
                 self.journal.append(result)
             self.archive.add(result)
             self.new_results.append(result)
+            self.to_tell.append((todo.told_before, result))
         self.bar.update(self._evolved(), search_status(
             len(self.archive.front), self.archive.hypervolume(),
             sum(not r.ok for r in self.archive.history)))
         return True
 
-    def _survivors(self) -> list[EvalResult]:
-        """Front records not refined yet, evenly spread along the first objective."""
-        assert self.refine is not None
-        done = {p for r in self.archive.history if r.candidate.origin == REFINED
-                for p in r.candidate.parents}
-        front = [r for r in self.archive.front
-                 if r.candidate.origin != REFINED and r.key not in done]
-        if not front:
-            return []
-        first = self.archive.objectives[0]
-        front.sort(key=lambda r: first.sign * r.values[first.name])
-        k = min(self.refine.survivors, len(front))
-        picks = sorted({round(i * (len(front) - 1) / max(k - 1, 1)) for i in range(k)})
-        return [front[i] for i in picks]
+    def _tell_refined(self) -> None:
+        """Tell the proposer the refined records due at this point of its stream: as many
+        evolutionary results before each as when its round started (so a resume replays the
+        same stream). Only successful ones whose config lies in the space."""
+        due = [r for told, r in self.to_tell if told <= self.told]
+        self.to_tell = [(told, r) for told, r in self.to_tell if told > self.told]
+        self.proposer.tell([r for r in due if r.ok and self.space.contains(r.config)])
 
     def _budget_left(self) -> int:
-        if self._evolution_over():
+        if not self.scheduler.evolving():
             return 0
         return min(self.max_evals - self.consumed,
                    self.max_evals - self._evolved() - self.backend.in_flight)
@@ -296,6 +221,7 @@ class _Loop:
     def _fill(self) -> tuple[bool, bool]:
         """Ask once for the free slots; returns (got any candidate, submitted or replayed any)."""
         n = min(self.backend.capacity - self.backend.in_flight, self.max_evals - self.consumed)
+        self._tell_refined()
         candidates = self.proposer.ask(n)
         submitted = False
         for c in candidates:
@@ -306,6 +232,7 @@ class _Loop:
                 if key in self.unreplayed:
                     self.unreplayed.discard(key)
                     self.consumed += 1
+                    self.told += 1
                     submitted = True  # replaying the journal is progress, not a repeat
                 self.proposer.tell([self.known[key].for_candidate(c)])
             elif self._budget_left() > 0:
@@ -323,6 +250,7 @@ class _Loop:
         self.known[key] = result
         self.new_results.append(result)
         self.proposer.tell([result.for_candidate(c) for c in self.waiting.pop(key)])
+        self.told += 1
         failed = sum(not r.ok for r in self.archive.history)
         self.bar.update(self._evolved(), search_status(len(self.archive.front),
                                                          self.archive.hypervolume(), failed))
@@ -341,17 +269,17 @@ class _Loop:
             raise ConfigError(f"{reason} in each of the first {SETUP_CHECK_EVALS} evaluations")
 
 
-def _unfinished_round(journaled: list[EvalResult]) -> tuple[list[EvalResult], list[str]]:
-    """Survivors of the journal's last refinement round that got no result (a crash cut it
-    short; none when the round finished), and the keys of all that round's survivors."""
-    refined = [r for r in journaled if r.candidate.origin == REFINED]
-    if not refined:
-        return [], []
-    wanted = refined[-1].info.get("round_survivors", [])
-    last_round = refined[-1].info.get("round")
-    done = {p for r in refined if r.info.get("round") == last_round for p in r.candidate.parents}
-    by_key = {r.key: r for r in journaled if r.candidate.origin != REFINED}
-    return [by_key[k] for k in wanted if k not in done and k in by_key], list(wanted)
+def _refined_to_tell(journaled: list[EvalResult]) -> list[tuple[int, EvalResult]]:
+    """Each journaled refined record with the evolutionary results told before it: its round's
+    ``told_before``, or for older journals the evolutionary records before it."""
+    out, evolved = [], 0
+    for r in journaled:
+        if r.candidate.origin != REFINED:
+            evolved += 1
+        else:
+            told = r.info.get("told_before")
+            out.append((told if isinstance(told, int) else evolved, r))
+    return out
 
 
 def _check_inputs(space: SearchSpace, objectives: Sequence[Objective],

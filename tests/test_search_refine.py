@@ -175,3 +175,30 @@ def test_time_left_after_the_final_rounds_goes_back_to_evolution():
     assert "refine" not in origins[:first_refined]
     assert any(o != "refine" for o in origins[first_refined:])  # evolution went on
     assert result.stop_reason == "max_seconds reached"
+
+
+def test_refined_records_lie_in_the_space_and_evolution_breeds_from_them():
+    refiner = ToyRefiner()
+    schedule = RefineSchedule(refiner, every=8, survivors=3)
+    result = search(SPACE, toy_evaluate, OBJECTIVES, algorithm="deap-nsga2",
+                    algorithm_options={"pop_size": 8}, max_evals=40, seed=0, refine=schedule,
+                    progress=False)
+    refined = {r.key for r in result.history if r.candidate.origin == "refine"}
+    assert refined and all(SPACE.contains(r.config) for r in result.history)
+    # DEAP's offspring name their parents: refined records were selected and bred from
+    bred = [r for r in result.history if r.candidate.origin == "evo"
+            and set(r.candidate.parents) & refined]
+    assert bred
+
+
+def test_a_refined_config_outside_the_space_is_kept_but_not_told():
+    class Wider(ToyRefiner):
+        def __call__(self, survivors, archive):
+            return [EvalResult(Candidate(dict(r.config, width=12), "refine", r.candidate.parents),
+                               r.values) for r in super().__call__(survivors, archive)]
+
+    result = search(SPACE, toy_evaluate, OBJECTIVES, algorithm="surrogate", max_evals=20,
+                    seed=0, refine=RefineSchedule(Wider(), every=10, survivors=2),
+                    algorithm_options={"n_init": 6, "inner_pop": 16, "inner_gens": 4},
+                    progress=False)
+    assert sum(r.candidate.origin == "refine" for r in result.history) == 6

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hybridmoo.objectives import Constraint, EvalResult, Objective
-from hybridmoo.space import Candidate, SearchSpace
+from hybridmoo.space import REFINED, Candidate, SearchSpace
 
 
 class Proposer(ABC):
@@ -24,7 +24,9 @@ class Proposer(ABC):
     - ``ask(n)`` returns at most ``n`` candidates whose configs lie in the space. It may return
       fewer, even none, while it waits for results of candidates it already handed out; when
       every handed-out candidate has been told, an empty answer means "nothing left to try".
-    - ``tell`` accepts results in any order and in any grouping, failed ones included.
+    - ``tell`` accepts results in any order and in any grouping, failed ones included, and
+      results of candidates it never handed out: refined networks (``origin="refine"``, a
+      config in the space) are data to learn and breed from like any other.
     - same seed and same results give the same sequence of candidates.
     """
 
@@ -91,7 +93,9 @@ class BatchProposer(Proposer):
     """A generational engine: it makes a whole batch, hands it out, then waits for every result.
 
     Subclasses implement ``_next_batch() -> list[Candidate]`` and ``_learn(results)``, where
-    ``results`` line up with the batch. Duplicate configs within a batch share one result.
+    ``results`` line up with the batch, followed by the successful refined records told since
+    the last batch (networks made outside the engine that it may select and breed from).
+    Duplicate configs within a batch share one result.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -99,11 +103,13 @@ class BatchProposer(Proposer):
         self._queue: list[Candidate] = []
         self._batch: list[Candidate] = []
         self._received: dict[str, EvalResult] = {}
+        self._outside: list[EvalResult] = []  # refined records told since the last batch
 
     def _ask(self, n: int) -> list[Candidate]:
         if not self._queue and not self._waiting():
             if self._batch:
-                self._learn([self._received[c.key] for c in self._batch])
+                self._learn([self._received[c.key] for c in self._batch] + self._outside)
+                self._outside = []
             self._batch = self._next_batch()
             self._queue = list(self._batch)
             self._received = {}
@@ -118,6 +124,8 @@ class BatchProposer(Proposer):
         for r in results:
             if r.key in batch_keys:
                 self._received[r.key] = r
+            elif r.candidate.origin == REFINED and r.ok and self.space.contains(r.config):
+                self._outside.append(r)
 
     @abstractmethod
     def _next_batch(self) -> list[Candidate]: ...

@@ -57,10 +57,16 @@ class PymooProposer(BatchProposer):
         return batch
 
     def _learn(self, results: list[EvalResult]) -> None:
+        """The batch's results, and refined records after them as extra infills: survival
+        then competes them with the population like offspring."""
+        pop = self._pop
+        if len(results) > len(pop):
+            X = np.array([self.space.encode(r.config) for r in results[len(pop):]], dtype=float)
+            pop = Population.merge(pop, Population.new(X=X))
         F = minimization_matrix(results, self.objectives, failed_value=FAILED)
         G = constraint_matrix(results, self.constraints)
-        Evaluator().eval(StaticProblem(self._problem, F=F, G=G), self._pop)
-        self._algorithm.tell(infills=self._pop)
+        Evaluator().eval(StaticProblem(self._problem, F=F, G=G), pop)
+        self._algorithm.tell(infills=pop)
 
     def _tell(self, results: list[EvalResult]) -> None:
         for r in results:  # configs evaluated elsewhere are "seen" too

@@ -16,14 +16,14 @@ from hybridmoo.data import ImageData
 from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.latency_model import LatencyModel
 from hybridmoo.objectives import EvalResult, Objective, minimization_matrix
+from hybridmoo.preference import refinement_preference
 from hybridmoo.refine.loop import (
     RefineOutcome,
     calibration_batches,
     refine_network,
     teacher_logits,
 )
-from hybridmoo.refine.preference import refinement_preference
-from hybridmoo.refine.record import hardened_config
+from hybridmoo.refine.record import hardened_config, space_config
 from hybridmoo.refine.settings import RefineSettings
 from hybridmoo.space import Candidate
 from hybridmoo.supernet.supernet import Supernet
@@ -35,7 +35,7 @@ Measure = Callable[[nn.Module], Mapping[str, Any]]
 class Refiner:
     """Refines survivors of the search: each one's sub-network is extracted (BatchNorm and
     activation ranges recalibrated, as ``evaluate_subnet`` does), refined under the
-    preference its position on the survivors' front gives (:mod:`hybridmoo.refine.preference`),
+    preference its position on the survivors' front gives (:mod:`hybridmoo.preference`),
     hardened, and measured again with ``measure`` (the search's own measurement, returning the
     objective values by name). ``teacher`` is the distillation teacher (any module with the
     same inputs and classes; default the supernet's largest sub-network)."""
@@ -64,7 +64,8 @@ class Refiner:
                ) -> list[tuple[EvalResult, nn.Module | None]]:
         """One result per usable survivor: ``EvalResult(Candidate(config, origin="refine",
         parents=(survivor.key,)), measured values, info)`` and its hardened network, whose
-        ``config`` is its hardened widths (:func:`hybridmoo.refine.record.hardened_config`).
+        ``config`` is the search-space config nearest to its hardened widths, which are in
+        ``info["hardened_config"]`` (:mod:`hybridmoo.refine.record`).
         A failed, rolled-back (``info["rolled_back"]``: it did not improve on its parent on
         val) or unmeasurable refinement is ``ok=False`` with the reason (also in
         ``info["reason"]``) and no network, so nothing of it can be saved."""
@@ -118,8 +119,10 @@ class Refiner:
         info.update(_summary(outcome))
         if not outcome.ok:
             return failed(outcome.reason or "refinement failed")
-        candidate = Candidate(hardened_config(self.supernet, survivor.config, outcome.network),
-                              origin="refine", parents=(survivor.key,))
+        hardened = hardened_config(self.supernet, survivor.config, outcome.network)
+        info["hardened_config"] = hardened
+        candidate = Candidate(space_config(self.supernet.space, hardened), origin="refine",
+                              parents=(survivor.key,))
         try:
             measured = self.measure(outcome.network)
         except Exception as exc:  # a failing measurement is a result, not a crash

@@ -12,6 +12,7 @@ from hybridmoo.evaluate.measure import count_macs, size_bytes
 from hybridmoo.objectives import EvalResult, Objective
 from hybridmoo.refine import Refiner, RefineSettings
 from hybridmoo.refine.costs import macs_model
+from hybridmoo.refine.record import space_config
 from hybridmoo.space import Candidate
 from hybridmoo.supernet.training import accuracy
 
@@ -55,7 +56,9 @@ def test_refiner_returns_measured_refine_candidates_with_lineage(trained, subnet
         assert result.ok and result.reason is None, result.reason
         assert result.candidate.origin == "refine"
         assert result.candidate.parents == (parent.key,)
-        assert _describes(trained, result.config, parent.config, net)
+        assert _describes(trained, result.info["hardened_config"], parent.config, net)
+        assert trained.space.contains(result.config)  # what the proposers breed from
+        assert result.config == space_config(trained.space, result.info["hardened_config"])
         assert result.info["solver"] == "epo" and result.info["steps"] == 6
         assert set(result.values) == {o.name for o in OBJECTIVES}
         assert all(math.isfinite(v) for v in result.values.values())
@@ -87,6 +90,18 @@ def test_the_refined_config_is_the_hardened_network(trained, subnet, mid_config)
     assert described["layer2.0.w_bits"] == 8
 
 
+def test_hardened_widths_map_to_the_nearest_choice_of_the_space():
+    from hybridmoo.space import Choice, IntRange, SearchSpace
+
+    space = SearchSpace({"w": Choice([0.25, 0.5, 0.75, 1.0]), "heads": Choice([2, 4]),
+                         "depth": IntRange(1, 3), "bits": Choice([8, 32])})
+    mapped = space_config(space, {"w": 0.6, "heads": 3, "depth": 2, "bits": 8})
+    assert mapped == {"w": 0.5, "heads": 4, "depth": 2, "bits": 8}  # a tie goes to the wider
+    assert space_config(space, {"w": 0.7, "heads": 1, "depth": 7, "bits": 32})["w"] == 0.75
+    with pytest.raises(ConfigError, match="bits"):
+        space_config(space, {"w": 0.5, "heads": 2, "depth": 1, "bits": "int4"})
+
+
 def test_the_teacher_is_pluggable(trained, data):
     teacher = trained.extract(trained.largest())
     refiner = Refiner(trained, data, {"steps": 1}, measure=lambda n: {}, teacher=teacher)
@@ -111,7 +126,8 @@ def test_a_rolled_back_refinement_leaves_nothing_in_refined(trained, subnet, dat
         right = parent.eval()(x).argmax(-1) == y
     solved = copy.copy(data)
     solved.val = torch.utils.data.TensorDataset(x[right], y[right])
-    cfg = SimpleNamespace(refine={"every": 1, "survivors": 1, "final_share": 0, **settings})
+    cfg = SimpleNamespace(refine={"every": 1, "survivors": 1, "final_share": 0, **settings},
+                          train=SimpleNamespace(checkpoint=None, model="test_resnet"))
     evaluator = SimpleNamespace(latency="measure", measure_network=measure)
     schedule = _schedule(cfg, trained, solved, evaluator, tmp_path)
     [result] = schedule.refine(survivors, SimpleNamespace(objectives=OBJECTIVES))

@@ -1,0 +1,245 @@
+"""When the search refines, and what: deadlines, refinement rounds and survivor choice.
+
+The search loop asks a :class:`Scheduler` four things: may evolution start an evaluation
+(:meth:`Scheduler.evolving`), is a round due (:meth:`Scheduler.round_due`), which survivors make
+the next one (:meth:`Scheduler.next_round`), and whether the final phase goes on
+(:meth:`Scheduler.final_round_due`, :meth:`Scheduler.evolve_again`). Everything about time
+budgets, ``final_share``, rounds a crash cut short and survivor choice lives here.
+
+Survivors are chosen by what they can add: front records (not refined ones) ranked by their
+exclusive hypervolume contribution, the area only they cover (a point next to a wide gap of
+the front covers more), on the archive's normalisation. Each survivor's preference is its
+position on the survivors' front (:func:`hybridmoo.preference.preference_from_front`, what the
+refiner uses); a record already refined under the same preference (within
+``PREFERENCE_TOLERANCE`` per objective) is left out and the choice made again without it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hybridmoo.archive import ParetoArchive, hypervolume
+from hybridmoo.errors import ConfigError
+from hybridmoo.objectives import EvalResult, minimization_matrix
+from hybridmoo.preference import preference_from_front
+from hybridmoo.space import REFINED
+
+PREFERENCE_TOLERANCE = 0.01  # preferences this close on every objective count as the same
+
+
+@dataclass(frozen=True)
+class RefineSchedule:
+    """Refinement rounds inside a search: after every ``every`` evolutionary evaluations
+    (never when None) and once at the end when ``final_round``, up to ``survivors`` front
+    records chosen by hypervolume contribution (see :mod:`hybridmoo.scheduling`) go to
+    ``refine(survivors, archive)``, which returns one result per survivor with
+    ``origin="refine"`` (see :mod:`hybridmoo.refine`). Refined results join the archive and
+    the journal, and those whose config lies in the space are told to the proposer; they do
+    not count towards ``max_evals``.
+
+    ``final_share`` (with ``max_seconds`` only) keeps that share of the time for the end:
+    evolution stops that much earlier, then rounds repeat on the front as it is then until the
+    time is up or no front record is left to refine (evolution then goes on with the time
+    left). Refining the final front wastes nothing on survivors that later evolution would
+    have dominated anyway."""
+
+    refine: Callable[[list[EvalResult], ParetoArchive], list[EvalResult]]
+    every: int | None
+    survivors: int = 4
+    final_round: bool = True
+    final_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("every", "survivors"):
+            value = getattr(self, name)
+            if name == "every" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"refine {name} must be an int >= 1, got {value!r}")
+        share = self.final_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
+            raise ConfigError(f"refine final_share must be a number in [0, 1), got {share!r}")
+        if share > 0 and not self.final_round:
+            raise ConfigError("refine final_share needs final_round: the share is its time")
+
+
+@dataclass
+class Round:
+    """One refinement round: its number, survivors, their preferences (rows, over the
+    search objectives) and ``told_before``, how many evolutionary results the proposer had
+    been told when it started (its refined records are told after as many on a resume)."""
+
+    number: int
+    survivors: list[EvalResult]
+    preferences: list[list[float]]
+    told_before: int
+    keys: list[str] = field(default_factory=list)
+    skip: frozenset[str] = frozenset()  # survivors already refined (a round resumed)
+
+    @property
+    def todo(self) -> list[EvalResult]:
+        """The survivors still to refine."""
+        return [s for s in self.survivors if s.key not in self.skip]
+
+    def stamp(self, result: EvalResult) -> None:
+        """Write the round into a refined record's info (what a resume reads back)."""
+        index = next((i for i, s in enumerate(self.survivors)
+                      if s.key in result.candidate.parents), None)
+        result.info.update({"round": self.number, "round_survivors": self.keys,
+                            "told_before": self.told_before})
+        if index is not None:
+            result.info["front_preference"] = self.preferences[index]
+
+
+class Scheduler:
+    """Deadlines and refinement rounds of one search (see the module docstring)."""
+
+    def __init__(self, schedule: RefineSchedule | None, max_seconds: float | None,
+                 journaled: list[EvalResult]) -> None:
+        self.schedule = schedule
+        self.deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        self.evolve_deadline = self.deadline  # after which no evaluation starts
+        if schedule is not None and schedule.final_share > 0:
+            if self.deadline is None or max_seconds is None:
+                raise ConfigError("refine final_share is a share of max_seconds: set it")
+            self.evolve_deadline = self.deadline - schedule.final_share * max_seconds
+        refined = [r for r in journaled if r.candidate.origin == REFINED]
+        self.rounds = max((int(r.info.get("round", 0)) for r in refined), default=0)
+        self.pending = _unfinished_round(journaled)
+        self._final_done = False
+
+    # -- time ------------------------------------------------------------------------------
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def evolving(self) -> bool:
+        """Evolution may start new evaluations."""
+        return self.evolve_deadline is None or time.monotonic() < self.evolve_deadline
+
+    # -- rounds ----------------------------------------------------------------------------
+
+    def round_due(self, evolved: int) -> bool:
+        """A round is due during evolution: one a crash cut short, or ``every`` more
+        evolutionary results since the last."""
+        if self.schedule is None or not self.evolving():
+            return False
+        if self.pending is not None:
+            return True
+        every = self.schedule.every
+        return every is not None and evolved >= (self.rounds + 1) * every
+
+    def final_round_due(self) -> bool:
+        """Another round on the final front: once, or with ``final_share`` until the time is
+        up (the loop stops asking when a round finds no survivor)."""
+        if self.schedule is None or not self.schedule.final_round or self.out_of_time():
+            return False
+        if self.schedule.final_share > 0:
+            return True
+        done, self._final_done = self._final_done, True
+        return not done
+
+    def evolve_again(self, reason_out_of_time: bool) -> bool:
+        """After the final rounds: evolution goes on when ``final_share`` time is left."""
+        if (self.schedule is None or self.schedule.final_share <= 0 or not reason_out_of_time
+                or self.out_of_time()):
+            return False
+        self.evolve_deadline = self.deadline
+        return True
+
+    def next_round(self, archive: ParetoArchive, told: int) -> Round | None:
+        """The round to run now: the one a crash cut short, else survivors chosen on
+        ``archive`` (None when there is none); ``told`` evolutionary results were told."""
+        assert self.schedule is not None
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            F = minimization_matrix(pending.survivors, archive.objectives)
+            pending.preferences = [_preference(F, i) for i in range(len(F))]
+            return pending
+        survivors, prefs = choose_survivors(archive, self.schedule.survivors)
+        if not survivors:
+            return None
+        self.rounds += 1
+        return Round(self.rounds, survivors, prefs, told, [s.key for s in survivors])
+
+
+def choose_survivors(archive: ParetoArchive, k: int) -> tuple[list[EvalResult], list[list[float]]]:
+    """Up to ``k`` front records by exclusive hypervolume contribution, with their preferences
+    on the chosen set; a record refined before under the same preference is left out."""
+    done = _refined_under(archive.history)
+    front = [r for r in archive.front if r.candidate.origin != REFINED and r.ok]
+    excluded: set[str] = set()
+    while True:
+        pool = [r for r in front if r.key not in excluded]
+        if not pool:
+            return [], []
+        picks = _by_contribution(archive, pool)[:k]
+        F = minimization_matrix(picks, archive.objectives)
+        prefs = [_preference(F, i) for i in range(len(picks))]
+        repeats = {r.key for r, p in zip(picks, prefs, strict=True)
+                   if any(_same(p, q) for q in done.get(r.key, []))}
+        if not repeats:
+            order = np.argsort(F[:, 0], kind="stable")  # along the first objective
+            return [picks[i] for i in order], [prefs[i] for i in order]
+        excluded |= repeats
+
+
+def _preference(F: np.ndarray, index: int) -> list[float]:
+    return [round(float(v), 6) for v in preference_from_front(F, index)]
+
+
+def _by_contribution(archive: ParetoArchive, pool: list[EvalResult]) -> list[EvalResult]:
+    """``pool`` (front records) by exclusive hypervolume contribution to the whole front,
+    largest first (ties in front order)."""
+    ideal, nadir = archive.bounds()
+    front = archive.front
+    F = minimization_matrix(front, archive.objectives)
+    total = hypervolume(F, ideal, nadir)
+    index = {r.key: i for i, r in enumerate(front)}
+    gain = {r.key: total - hypervolume(np.delete(F, index[r.key], axis=0), ideal, nadir)
+            for r in pool}
+    return sorted(pool, key=lambda r: -gain[r.key])
+
+
+def _refined_under(history: list[EvalResult]) -> dict[str, list[Any]]:
+    """Parent key -> preferences it was refined under (None: unknown, counts as any)."""
+    out: dict[str, list[Any]] = {}
+    for r in history:
+        if r.candidate.origin == REFINED:
+            for parent in r.candidate.parents:
+                out.setdefault(parent, []).append(r.info.get("front_preference"))
+    return out
+
+
+def _same(p: list[float], q: Any) -> bool:
+    if q is None or len(q) != len(p):
+        return True  # refined before this was recorded: once is enough
+    return bool(np.all(np.abs(np.asarray(p) - np.asarray(q, dtype=float))
+                       <= PREFERENCE_TOLERANCE))
+
+
+def _unfinished_round(journaled: list[EvalResult]) -> Round | None:
+    """The journal's last refinement round when a crash cut it short: its survivors without
+    a result, under its number and its place in the proposer's stream (preferences are set by
+    :meth:`Scheduler.next_round`, on the whole round's survivors)."""
+    refined = [i for i, r in enumerate(journaled) if r.candidate.origin == REFINED]
+    if not refined:
+        return None
+    last = journaled[refined[-1]].info
+    wanted = list(last.get("round_survivors", []))
+    mine = [i for i in refined if journaled[i].info.get("round") == last.get("round")]
+    done = {p for i in mine for p in journaled[i].candidate.parents}
+    by_key = {r.key: r for r in journaled if r.candidate.origin != REFINED}
+    if all(k in done or k not in by_key for k in wanted):
+        return None
+    told = last.get("told_before")
+    if not isinstance(told, int):  # journals before it was recorded: the journal's order
+        told = sum(r.candidate.origin != REFINED for r in journaled[:mine[0]])
+    survivors = [by_key[k] for k in wanted if k in by_key]
+    return Round(int(last.get("round", 0)), survivors, [], told, wanted,
+                 skip=frozenset(done))
