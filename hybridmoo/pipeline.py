@@ -18,25 +18,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hybridmoo.errors import ConfigError, RunDirError
+from hybridmoo.errors import RunDirError
 from hybridmoo.files import write_atomic
 from hybridmoo.objectives import EvalResult
 from hybridmoo.pipeline_config import PipelineConfig
 from hybridmoo.rundir import (
     PIPELINE_FILE,
     PIPELINE_LOCK_FILE,
-    REFINED_DIR,
     SUPERNET_DIR,
     check_pipeline_dir,
     clear_run,
     hold_lock,
+    refined_dir,
     search_started,
     trained_steps,
 )
@@ -78,7 +77,8 @@ def run_pipeline(cfg: PipelineConfig, *, resume: bool = False, overwrite: bool =
         if not resume:
             write_atomic(run_dir / PIPELINE_FILE, json.dumps(settings, indent=1, sort_keys=True))
         supernet, data, metrics = _supernet(cfg, run_dir, prepared, progress)
-        evaluator = SubnetEvaluator(supernet, data, latency=latency, **_evaluator_options(cfg))
+        evaluator = SubnetEvaluator.from_settings(supernet, data, cfg.evaluation,
+                                                  latency=latency, train=cfg.train)
         objectives = [o for o in evaluator.objectives if o.name in cfg.objectives]
         result = search(supernet.space, evaluator, objectives,
                         algorithm=cfg.algorithm or _default_algorithm(),
@@ -99,22 +99,6 @@ def run_pipeline(cfg: PipelineConfig, *, resume: bool = False, overwrite: bool =
     return PipelineResult(result, run_dir, metrics, export_dir, report)
 
 
-def pipeline_settings(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The settings a pipeline run directory was made with (what export needs to rebuild
-    data batches: data, image_size, batch sizes, seed)."""
-    path = Path(run_dir) / PIPELINE_FILE
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: no {PIPELINE_FILE}: not a supernet pipeline run")
-    return json.loads(path.read_text())
-
-
-def refined_dir(run_dir: str | os.PathLike[str], key: str) -> Path:
-    """Where the weights of the refined network with record key ``key`` live."""
-    if not key.isalnum():  # keys are hex digests; anything else must not become a path
-        raise ConfigError(f"invalid record key {key!r}")
-    return Path(run_dir) / REFINED_DIR / key
-
-
 def _preflight(cfg: PipelineConfig, run_dir: Path, resume: bool) -> tuple[Any, Any]:
     """Check what the config names before anything is written: the evaluation device, the
     latency model, the Ray address, and (unless a finished supernet is resumed) the data, model
@@ -124,12 +108,12 @@ def _preflight(cfg: PipelineConfig, run_dir: Path, resume: bool) -> tuple[Any, A
     from hybridmoo.evaluate.measure import resolve_device
     from hybridmoo.supernet.training import prepare_training
 
-    resolve_device(cfg.evaluation.get("device", "cpu"))
+    resolve_device(cfg.evaluation.device)
     latency: Any = "measure"
-    if cfg.evaluation.get("latency_model"):
+    if cfg.evaluation.latency_model:
         from hybridmoo.evaluate import LatencyModel
 
-        latency = LatencyModel.load(cfg.evaluation["latency_model"])
+        latency = LatencyModel.load(cfg.evaluation.latency_model)
     if cfg.backend == "ray":
         from hybridmoo.backends.ray_cluster import check_address
 
@@ -156,11 +140,12 @@ def _settings(cfg: PipelineConfig) -> dict[str, Any]:
     train.pop("run_dir", None)
     out = {k: v for k, v in asdict(cfg).items() if k not in ("train", "run_dir", "source")}
     out["train"] = train
+    out["evaluation"] = cfg.evaluation.to_dict()
     # how the evaluator rebuilds BatchNorm / calibration batches (export repeats it)
-    options = _evaluator_options(cfg)
+    ev = cfg.evaluation
     out.update(data=train["data"], image_size=train["image_size"],
-               batch_size=options["batch_size"], bn_batches=options["bn_batches"],
-               seed=options["seed"])
+               batch_size=ev.batch_size or cfg.train.batch_size,
+               bn_batches=ev.bn_batches or cfg.train.calib_batches, seed=cfg.train.seed)
     return out
 
 
@@ -182,16 +167,6 @@ def _supernet(cfg: PipelineConfig, run_dir: Path, prepared: Any, progress: bool 
                              resume=(train_dir / META_FILE).is_file(), progress=progress,
                              prepared=prepared)
     return trained.supernet, trained.data, trained.metrics
-
-
-def _evaluator_options(cfg: PipelineConfig) -> dict[str, Any]:
-    """SubnetEvaluator keywords: the config's, with the training's calibration batches."""
-    options = dict(cfg.evaluation)
-    options.pop("latency_model", None)
-    options.setdefault("batch_size", cfg.train.batch_size)
-    options.setdefault("bn_batches", cfg.train.calib_batches)
-    options["seed"] = cfg.train.seed
-    return options
 
 
 def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,

@@ -12,6 +12,9 @@
       repeats: 20               # timed runs (median) after warmup runs
       warmup: 3
       bn_batches: 4             # BatchNorm recalibration batches before an evaluation
+      split: val                # the split accuracy is measured on (search decisions)
+      runtime: auto             # latency runtime: auto, torch or onnxruntime
+      threads: 1                # torch / onnxruntime threads of a measurement
       latency_model: null       # a `hybridmoo profile` file: predicted instead of measured latency
     objectives: [accuracy, latency_ms, size_bytes]   # optional: pick among these
     algorithm: surrogate
@@ -40,20 +43,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hybridmoo.config import ConfigReader
 from hybridmoo.errors import ConfigError
+from hybridmoo.evaluation_settings import EvaluationSettings
 from hybridmoo.loading import did_you_mean
 
 PIPELINE_KEYS = ("supernet", "evaluation", "objectives", "algorithm", "algorithm_options",
                  "max_evals", "max_seconds", "seed", "refine", "export", "report", "run_dir",
                  "backend", "workers", "ray")
-EVALUATION_KEYS = {"device": str, "batch_size": int, "eval_batch_size": int,
-                   "latency_batch": int, "repeats": int,
-                   "warmup": int, "bn_batches": int, "latency_model": str}
 SCHEDULE_KEYS = ("every", "survivors", "final_share")
 OBJECTIVE_NAMES = ("accuracy", "latency_ms", "size_bytes")
 
@@ -65,7 +66,7 @@ class PipelineConfig:
     train: Any  # hybridmoo.supernet.TrainConfig (imported lazily: it needs no torch, but keeps
     #             this module's imports as light as hybridmoo.config's)
     run_dir: Path
-    evaluation: dict[str, Any] = field(default_factory=dict)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     objectives: tuple[str, ...] = OBJECTIVE_NAMES
     algorithm: str | None = None
     algorithm_options: dict[str, Any] = field(default_factory=dict)
@@ -138,23 +139,19 @@ class _PipelineReader(ConfigReader):
             backend=self.backend(data.get("backend", "local")), workers=workers,
             ray=self.ray_options(data.get("ray"), workers), source=self.source)
 
-    def evaluation(self, value: Any) -> dict[str, Any]:
-        fields = self.record("evaluation", value or {}, tuple(EVALUATION_KEYS))
-        out: dict[str, Any] = {}
-        for key, value in fields.items():
-            kind = EVALUATION_KEYS[key]
-            if value is None and key == "latency_model":
-                continue
-            if kind is int:
-                out[key] = self.integer(fields, key, 1, minimum=0 if key == "warmup" else 1)
-            else:
-                out[key] = self.string(f"evaluation.{key}", value)
-        if "latency_model" in out:
-            path = Path(out["latency_model"]).expanduser()
+    def evaluation(self, value: Any) -> EvaluationSettings:
+        names = tuple(f.name for f in fields(EvaluationSettings))
+        out = dict(self.record("evaluation", value or {}, names))
+        if out.get("latency_model") is not None:
+            path = Path(self.string("evaluation.latency_model", out["latency_model"]))
+            path = path.expanduser()
             if not path.is_absolute() and self.base_dir is not None:
                 path = self.base_dir / path
             out["latency_model"] = str(path)
-        return out
+        try:
+            return EvaluationSettings.from_dict(out)
+        except ConfigError as exc:
+            self.fail(str(exc))
 
     def objective_names(self, value: Any) -> tuple[str, ...]:
         if value is None:

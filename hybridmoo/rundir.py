@@ -8,6 +8,8 @@ supernet pipeline run adds ``pipeline.json``, ``supernet/``, ``refined/``, ``exp
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from hybridmoo.errors import RunDirError
+from hybridmoo.errors import ConfigError, RunDirError
 from hybridmoo.journal import JOURNAL_FILE, LOCK_FILE, RUN_FILE
 from hybridmoo.space import REFINED
 
@@ -32,6 +34,15 @@ RUN_ENTRIES = (PIPELINE_FILE, RUN_FILE, JOURNAL_FILE, SUPERNET_DIR, REFINED_DIR,
 LOCK_FILES = (LOCK_FILE, PIPELINE_LOCK_FILE)
 
 START_OVER = "start over with --overwrite (deletes it)"
+_KEY = re.compile(r"^[0-9a-f]{16,128}$")  # record keys are hex digests
+
+
+def refined_dir(run_dir: str | os.PathLike[str], key: str) -> Path:
+    """Where the weights of the refined network with record key ``key`` live; a key that is
+    not a hex digest (it must never become a path of its own) is a ConfigError."""
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise ConfigError(f"{run_dir}: refined record key {key!r} is not a hex digest")
+    return Path(run_dir) / REFINED_DIR / key
 
 
 def holds_run(run_dir: Path) -> bool:

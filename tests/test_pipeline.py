@@ -153,3 +153,20 @@ def test_refinement_distils_from_the_users_model(tmp_path):
     teacher = _user_model(cfg, digits(32))
     assert all(torch.equal(teacher.state_dict()[k], v) for k, v in source.state_dict().items())
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_evaluation_settings_name_every_evaluator_option():
+    """The typed record and SubnetEvaluator agree on the options (no ** tunnel between)."""
+    import inspect
+    from dataclasses import fields
+
+    from hybridmoo.evaluate import SubnetEvaluator
+    from hybridmoo.evaluation_settings import EvaluationSettings
+
+    options = set(inspect.signature(SubnetEvaluator).parameters) - {
+        "supernet", "data", "latency", "seed"}
+    assert {f.name for f in fields(EvaluationSettings)} - {"latency_model"} == options
+    with pytest.raises(ConfigError, match="split"):
+        EvaluationSettings(split="holdout")
+    assert EvaluationSettings.from_dict({"threads": 2, "runtime": "torch"}).to_dict() == {
+        "threads": 2, "runtime": "torch"}

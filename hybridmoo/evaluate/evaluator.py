@@ -29,13 +29,13 @@ from hybridmoo.evaluate.measure import (
     size_bytes,
     torch_threads,
 )
+from hybridmoo.evaluation_settings import SPLITS, EvaluationSettings
 from hybridmoo.objectives import Objective
 from hybridmoo.supernet.supernet import Supernet
 from hybridmoo.supernet.training import accuracy, calibration_batches, prepare_subnet
 
 OBJECTIVES = (Objective("accuracy", "max", "%"), Objective("latency_ms", "min", "ms"),
               Objective("size_bytes", "min", "B"))
-SPLITS = ("train", "val", "test")
 _LAZY = ("_calib", "_example", "_device", "_device_name", "_calibrated")
 
 
@@ -78,6 +78,21 @@ class SubnetEvaluator:
         self.bn_batches, self.split, self.seed = bn_batches, split, seed
         self.latency, self.runtime, self.threads = latency, check_runtime(runtime), threads
         self._reset()
+
+    @classmethod
+    def from_settings(cls, supernet: Supernet, data: ImageData, settings: EvaluationSettings,
+                      *, latency: str | LatencyModel = "measure", train: Any = None,
+                      seed: int = 0) -> SubnetEvaluator:
+        """The evaluator ``settings`` describe; recalibration batches and the seed default to
+        the training config ``train``'s (``batch_size``, ``calib_batches``, ``seed``)."""
+        s = settings
+        return cls(supernet, data, device=s.device,
+                   batch_size=s.batch_size or getattr(train, "batch_size", 64),
+                   eval_batch_size=s.eval_batch_size, latency_batch=s.latency_batch,
+                   repeats=s.repeats, warmup=s.warmup,
+                   bn_batches=s.bn_batches or getattr(train, "calib_batches", 4),
+                   split=s.split, latency=latency, runtime=s.runtime, threads=s.threads,
+                   seed=getattr(train, "seed", seed))
 
     @property
     def objectives(self) -> tuple[Objective, ...]:

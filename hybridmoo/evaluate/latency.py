@@ -21,8 +21,8 @@ from torch import nn
 from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.measure import LatencyStats, measure_latency, measure_onnx_latency
 from hybridmoo.evaluate.onnx import export_onnx, int8_layers, quantize_int8, to_float
+from hybridmoo.evaluation_settings import RUNTIMES
 
-RUNTIMES = ("auto", "torch", "onnxruntime")
 TORCH, ORT_FP32, ORT_INT8 = "torch", "onnxruntime-fp32", "onnxruntime-int8"
 LATENCY_KINDS = (TORCH, ORT_FP32, ORT_INT8)
 

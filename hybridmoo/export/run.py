@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,8 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.export.files import read_manifest
 from hybridmoo.export.front import FrontPoint, export_front
 from hybridmoo.export.network import load_network
-from hybridmoo.rundir import EXPORT_DIR, PIPELINE_FILE, REFINED_DIR, SUPERNET_DIR
+from hybridmoo.rundir import EXPORT_DIR, PIPELINE_FILE, REFINED_DIR, SUPERNET_DIR, refined_dir
 from hybridmoo.space import REFINED
-
-_KEY = re.compile(r"^[0-9a-f]{16,128}$")
 
 
 def export_run(run_dir: str | os.PathLike[str]) -> Path:
@@ -76,7 +73,7 @@ def export_run_front(run_dir: str | os.PathLike[str],
     for r in archive.front:
         lineage: dict[str, Any] = {"evaluation": evaluation[id(r)]}
         if r.candidate.origin == REFINED:
-            directory = _refined_dir(run_dir, r.key)
+            directory = _existing_refined_dir(run_dir, r.key)
             net = load_network(directory)
             lineage["refinement"] = read_manifest(directory).get("meta", {})
         else:
@@ -127,10 +124,8 @@ def read_pipeline(run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def _refined_dir(run_dir: Path, key: str) -> Path:
-    if not _KEY.match(key):
-        raise ConfigError(f"{run_dir}: refined record key {key!r} is not a hex digest")
-    path = run_dir / REFINED_DIR / key
+def _existing_refined_dir(run_dir: Path, key: str) -> Path:
+    path = refined_dir(run_dir, key)
     if not path.is_dir():
         raise ConfigError(f"{run_dir}: the refined network {key[:8]} has no {REFINED_DIR}/{key}/ "
                           "directory")

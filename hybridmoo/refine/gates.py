@@ -21,7 +21,6 @@ the surviving gates into those same weight columns.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -307,14 +306,6 @@ def attach(net: nn.Module, groups: list[GateGroup], *, init: float, seed: int) -
     handle = net.register_forward_pre_hook(lambda _m, _args: bank.refresh())
     bank.refresh()
     return GatedNet(net, groups, dims, bank, layers, handle)
-
-
-def iter_layers(net: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """Named Conv2d/Linear layers, FakeQuant wrappers resolved to their layer."""
-    for name, module in _outer_modules(net):
-        layer = _unwrap(module)
-        if isinstance(layer, nn.Conv2d | nn.Linear):
-            yield name, layer
 
 
 def _outer_modules(net: nn.Module) -> list[tuple[str, nn.Module]]:
