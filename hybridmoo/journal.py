@@ -4,6 +4,8 @@ Layout of a run directory::
 
     run.json        what the run was started with (space, objectives, algorithm, seed, ...)
     journal.jsonl   one EvalResult per line, in evaluation order
+    round.json      the last refinement round started (its survivors and preferences), so a
+                    round a crash cut short is finished on resume with the same survivors
     .lock           held while a process works on the directory
 """
 
@@ -24,6 +26,7 @@ from hybridmoo.objectives import EvalResult
 
 RUN_FILE = "run.json"
 JOURNAL_FILE = "journal.jsonl"
+ROUND_FILE = "round.json"
 LOCK_FILE = ".lock"
 
 
@@ -128,9 +131,24 @@ class Journal:
         if self._file is not None:
             self._file.close()
             self._file = None
-        for name in (JOURNAL_FILE, RUN_FILE):
+        for name in (JOURNAL_FILE, RUN_FILE, ROUND_FILE):
             (self.run_dir / name).unlink(missing_ok=True)
         self._discarded = True
+
+    def write_round(self, data: Mapping[str, Any]) -> None:
+        """Keep the refinement round that starts now (atomically, durable on return)."""
+        write_atomic(self.run_dir / ROUND_FILE, json.dumps(data, separators=(",", ":")))
+
+    def last_round(self) -> dict[str, Any] | None:
+        """The last round :meth:`write_round` kept, or None."""
+        path = self.run_dir / ROUND_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise RunDirError(f"{path} is corrupt: {exc}") from None
+        return data if isinstance(data, dict) else None
 
     def append(self, result: EvalResult) -> None:
         """Write one result and make it durable before returning."""

@@ -203,3 +203,11 @@ class EvaluationTask:
 
     def __call__(self, candidate: Candidate) -> EvalResult:
         return run_evaluation(self.evaluate, candidate, self.objectives, self.constraints)
+
+    def failed(self, candidate: Candidate, reason: str) -> EvalResult:
+        """The record of a candidate lost to its worker (it died or hung)."""
+        return EvalResult(candidate, ok=False, reason=reason)
+
+    def parts(self) -> list[Any]:
+        """What travels to a worker: the task and the evaluate function."""
+        return [self, self.evaluate]

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -184,18 +186,29 @@ def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,
                       measure=evaluator.measure_network, latency_model=model,
                       teacher=_user_model(cfg, data))
 
-    def refine(survivors_: list[EvalResult], archive: Any) -> list[EvalResult]:
+    return RefineSchedule(worker=refiner.refine_job, keep=_Keep(run_dir), every=every,
+                          survivors=survivors, final_share=final_share)
+
+
+class _Keep:
+    """Saves a refined network's weights under ``refined/<key>/`` before its record is
+    journaled: written in a temporary directory, then renamed into place, so a directory there
+    is always complete (a kill mid-way leaves only the temporary one, replaced next time)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def __call__(self, result: EvalResult, network: Any) -> None:
         from hybridmoo.export import save_network
 
-        out = []
-        for result, network in refiner.refine(survivors_, archive.objectives):
-            if result.ok:  # weights first: a journaled refined record always has them
-                save_network(network, refined_dir(run_dir, result.key),
-                             meta={"config": result.config, "parents": result.candidate.parents})
-            out.append(result)
-        return out
-
-    return RefineSchedule(refine, every=every, survivors=survivors, final_share=final_share)
+        final = refined_dir(self.run_dir, result.key)
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_network(network, tmp, meta={"config": result.config,
+                                         "hardened_config": result.info.get("hardened_config"),
+                                         "parents": list(result.candidate.parents)})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
 
 
 def _user_model(cfg: PipelineConfig, data: Any) -> Any:

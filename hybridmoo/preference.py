@@ -66,7 +66,14 @@ def refinement_preference(F: np.ndarray, index: int,
     if len(objectives) != np.asarray(F).shape[-1]:
         raise ConfigError(f"{len(objectives)} objectives for a front with "
                           f"{np.asarray(F).shape[-1]} columns")
-    p = preference_from_front(F, index)
+    return axes_preference(preference_from_front(F, index), objectives)
+
+
+def axes_preference(p: Sequence[float], objectives: Sequence[Objective]) -> np.ndarray:
+    """A preference over the search ``objectives`` as one over (task, latency, size): summed
+    per axis the objectives map to; an axis none maps to gets the smallest entry of ``p``.
+    Sums to 1."""
+    p = np.asarray(p, dtype=np.float64)
     out = np.zeros(len(AXES))
     mapped = np.zeros(len(AXES), dtype=bool)
     for share, objective in zip(p, objectives, strict=True):

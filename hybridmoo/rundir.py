@@ -19,7 +19,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from hybridmoo.errors import ConfigError, RunDirError
-from hybridmoo.journal import JOURNAL_FILE, LOCK_FILE, RUN_FILE
+from hybridmoo.journal import JOURNAL_FILE, LOCK_FILE, ROUND_FILE, RUN_FILE
 from hybridmoo.space import REFINED
 
 PIPELINE_FILE = "pipeline.json"
@@ -28,8 +28,8 @@ SUPERNET_DIR = "supernet"
 REFINED_DIR = "refined"
 EXPORT_DIR = "export"
 REPORT_DIR = "report"
-RUN_ENTRIES = (PIPELINE_FILE, RUN_FILE, JOURNAL_FILE, SUPERNET_DIR, REFINED_DIR, EXPORT_DIR,
-               REPORT_DIR)
+RUN_ENTRIES = (PIPELINE_FILE, RUN_FILE, JOURNAL_FILE, ROUND_FILE, SUPERNET_DIR, REFINED_DIR,
+               EXPORT_DIR, REPORT_DIR)
 """Everything hybridmoo writes into a run directory, but its lock files."""
 LOCK_FILES = (LOCK_FILE, PIPELINE_LOCK_FILE)
 

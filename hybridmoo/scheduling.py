@@ -28,6 +28,7 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import EvalResult, minimization_matrix
 from hybridmoo.preference import preference_from_front
 from hybridmoo.space import REFINED
+from hybridmoo.tasks import RefineFn, RefineJob
 
 PREFERENCE_TOLERANCE = 0.01  # preferences this close on every objective count as the same
 
@@ -46,15 +47,26 @@ class RefineSchedule:
     evolution stops that much earlier, then rounds repeat on the front as it is then until the
     time is up or no front record is left to refine (evolution then goes on with the time
     left). Refining the final front wastes nothing on survivors that later evolution would
-    have dominated anyway."""
+    have dominated anyway.
 
-    refine: Callable[[list[EvalResult], ParetoArchive], list[EvalResult]]
-    every: int | None
+    ``worker`` instead of ``refine`` makes each survivor's refinement a task on the search's
+    backend (:class:`hybridmoo.tasks.SearchTask`): ``worker(job, objectives)`` runs where the
+    evaluations run, with the same evaluator, while evolution goes on on the other workers; a
+    round's records are journaled as they come back, each after ``keep(record, network)``
+    (save the weights) when it produced a network."""
+
+    refine: Callable[[list[EvalResult], ParetoArchive], list[EvalResult]] | None = None
+    every: int | None = None
     survivors: int = 4
     final_round: bool = True
     final_share: float = 0.0
+    worker: RefineFn | None = None
+    keep: Callable[[EvalResult, Any], None] | None = None
 
     def __post_init__(self) -> None:
+        if (self.refine is None) == (self.worker is None):
+            raise ConfigError("a RefineSchedule needs refine (rounds in the driver) or worker "
+                              "(refinement as backend work), not both")
         for name in ("every", "survivors"):
             value = getattr(self, name)
             if name == "every" and value is None:
@@ -70,37 +82,54 @@ class RefineSchedule:
 
 @dataclass
 class Round:
-    """One refinement round: its number, survivors, their preferences (rows, over the
-    search objectives) and ``told_before``, how many evolutionary results the proposer had
-    been told when it started (its refined records are told after as many on a resume)."""
+    """One refinement round: its number, survivors and their preferences (rows, over the
+    search objectives, computed on the whole round's survivors)."""
 
     number: int
     survivors: list[EvalResult]
     preferences: list[list[float]]
-    told_before: int
-    keys: list[str] = field(default_factory=list)
     skip: frozenset[str] = frozenset()  # survivors already refined (a round resumed)
+    told: int | None = None  # evolutionary results the proposer had when the round started
+    remaining: set[str] = field(default_factory=set)  # survivors whose record is not back
+
+    def __post_init__(self) -> None:
+        self.remaining = {s.key for s in self.todo}
+
+    @property
+    def keys(self) -> list[str]:
+        return [s.key for s in self.survivors]
 
     @property
     def todo(self) -> list[EvalResult]:
         """The survivors still to refine."""
         return [s for s in self.survivors if s.key not in self.skip]
 
+    def jobs(self) -> list[RefineJob]:
+        """One backend job per survivor still to refine."""
+        prefs = tuple(tuple(p) for p in self.preferences)
+        return [RefineJob(s, prefs, i, self.number) for i, s in enumerate(self.survivors)
+                if s.key not in self.skip]
+
     def stamp(self, result: EvalResult) -> None:
         """Write the round into a refined record's info (what a resume reads back)."""
         index = next((i for i, s in enumerate(self.survivors)
                       if s.key in result.candidate.parents), None)
-        result.info.update({"round": self.number, "round_survivors": self.keys,
-                            "told_before": self.told_before})
-        if index is not None:
+        result.info.update({"round": self.number, "round_survivors": self.keys})
+        if index is not None and self.preferences:
             result.info["front_preference"] = self.preferences[index]
+        self.remaining -= set(result.candidate.parents)
+
+    def to_json(self) -> dict[str, Any]:
+        """What the run directory keeps of a round while it runs (see Journal.write_round)."""
+        return {"round": self.number, "survivors": [s.to_json() for s in self.survivors],
+                "preferences": self.preferences, "told": self.told}
 
 
 class Scheduler:
     """Deadlines and refinement rounds of one search (see the module docstring)."""
 
     def __init__(self, schedule: RefineSchedule | None, max_seconds: float | None,
-                 journaled: list[EvalResult]) -> None:
+                 journaled: list[EvalResult], last_round: dict[str, Any] | None = None) -> None:
         self.schedule = schedule
         self.deadline = None if max_seconds is None else time.monotonic() + max_seconds
         self.evolve_deadline = self.deadline  # after which no evaluation starts
@@ -110,7 +139,10 @@ class Scheduler:
             self.evolve_deadline = self.deadline - schedule.final_share * max_seconds
         refined = [r for r in journaled if r.candidate.origin == REFINED]
         self.rounds = max((int(r.info.get("round", 0)) for r in refined), default=0)
-        self.pending = _unfinished_round(journaled)
+        self.pending = _unfinished_round(journaled, last_round)
+        if self.pending is not None:
+            self.rounds = max(self.rounds, self.pending.number)
+        self.active: Round | None = None  # the round whose records are not all back
         self._final_done = False
 
     # -- time ------------------------------------------------------------------------------
@@ -127,7 +159,7 @@ class Scheduler:
     def round_due(self, evolved: int) -> bool:
         """A round is due during evolution: one a crash cut short, or ``every`` more
         evolutionary results since the last."""
-        if self.schedule is None or not self.evolving():
+        if self.schedule is None or not self.evolving() or self.active is not None:
             return False
         if self.pending is not None:
             return True
@@ -152,20 +184,28 @@ class Scheduler:
         self.evolve_deadline = self.deadline
         return True
 
-    def next_round(self, archive: ParetoArchive, told: int) -> Round | None:
-        """The round to run now: the one a crash cut short, else survivors chosen on
-        ``archive`` (None when there is none); ``told`` evolutionary results were told."""
+    def next_round(self, archive: ParetoArchive) -> Round | None:
+        """The round to run now (it is active until :meth:`finished` says it is over): the
+        one a crash cut short, else survivors chosen on ``archive`` (None when none is)."""
         assert self.schedule is not None
         if self.pending is not None:
-            pending, self.pending = self.pending, None
-            F = minimization_matrix(pending.survivors, archive.objectives)
-            pending.preferences = [_preference(F, i) for i in range(len(F))]
-            return pending
+            self.active, self.pending = self.pending, None
+            if not self.active.preferences:  # an older journal: computed as it was
+                F = minimization_matrix(self.active.survivors, archive.objectives)
+                self.active.preferences = [_preference(F, i) for i in range(len(F))]
+            return self.active
         survivors, prefs = choose_survivors(archive, self.schedule.survivors)
         if not survivors:
             return None
         self.rounds += 1
-        return Round(self.rounds, survivors, prefs, told, [s.key for s in survivors])
+        self.active = Round(self.rounds, survivors, prefs)
+        return self.active
+
+    def finished(self) -> bool:
+        """True (and the round closed) when every record of the active round is back."""
+        if self.active is not None and not self.active.remaining:
+            self.active = None
+        return self.active is None
 
 
 def choose_survivors(archive: ParetoArchive, k: int) -> tuple[list[EvalResult], list[list[float]]]:
@@ -223,23 +263,26 @@ def _same(p: list[float], q: Any) -> bool:
                        <= PREFERENCE_TOLERANCE))
 
 
-def _unfinished_round(journaled: list[EvalResult]) -> Round | None:
-    """The journal's last refinement round when a crash cut it short: its survivors without
-    a result, under its number and its place in the proposer's stream (preferences are set by
-    :meth:`Scheduler.next_round`, on the whole round's survivors)."""
-    refined = [i for i, r in enumerate(journaled) if r.candidate.origin == REFINED]
-    if not refined:
+def _unfinished_round(journaled: list[EvalResult], last: dict[str, Any] | None
+                      ) -> Round | None:
+    """The last round started (``last``, what the run directory kept of it; else the
+    journal's last refined records say) when a crash cut it short: under its number, with its
+    survivors and preferences, those with a record in the journal skipped."""
+    refined = [r for r in journaled if r.candidate.origin == REFINED]
+    if last is not None:
+        number = int(last["round"])
+        survivors = [EvalResult.from_json(s) for s in last["survivors"]]
+        prefs = [list(p) for p in last.get("preferences", [])]
+        told = last.get("told")
+    elif refined:
+        number = int(refined[-1].info.get("round", 0))
+        by_key = {r.key: r for r in journaled if r.candidate.origin != REFINED}
+        survivors = [by_key[k] for k in refined[-1].info.get("round_survivors", [])
+                     if k in by_key]
+        prefs, told = [], refined[-1].info.get("told_before")
+    else:
         return None
-    last = journaled[refined[-1]].info
-    wanted = list(last.get("round_survivors", []))
-    mine = [i for i in refined if journaled[i].info.get("round") == last.get("round")]
-    done = {p for i in mine for p in journaled[i].candidate.parents}
-    by_key = {r.key: r for r in journaled if r.candidate.origin != REFINED}
-    if all(k in done or k not in by_key for k in wanted):
-        return None
-    told = last.get("told_before")
-    if not isinstance(told, int):  # journals before it was recorded: the journal's order
-        told = sum(r.candidate.origin != REFINED for r in journaled[:mine[0]])
-    survivors = [by_key[k] for k in wanted if k in by_key]
-    return Round(int(last.get("round", 0)), survivors, [], told, wanted,
-                 skip=frozenset(done))
+    done = {p for r in refined if r.info.get("round") == number for p in r.candidate.parents}
+    pending = Round(number, survivors, prefs, skip=frozenset(done),
+                    told=told if isinstance(told, int) else None)
+    return pending if pending.remaining else None

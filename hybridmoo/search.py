@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ from hybridmoo.objectives import (
 )
 from hybridmoo.progress import Progress, search_status
 from hybridmoo.proposers import DEFAULT_ALGORITHM, Proposer, make_proposer
-from hybridmoo.scheduling import RefineSchedule, Scheduler
+from hybridmoo.scheduling import RefineSchedule, Round, Scheduler
 from hybridmoo.space import REFINED, Candidate, SearchSpace
+from hybridmoo.tasks import Refined, RefineJob, SearchTask
 
 log = logging.getLogger("hybridmoo")
 
@@ -108,10 +110,14 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
         for r in journaled:
             archive.add(r)
         stack.enter_context(backend)
-        backend.start(EvaluationTask(evaluate, objectives, constraints))
+        task = EvaluationTask(evaluate, objectives, constraints)
+        backend.start(task if refine is None or refine.worker is None
+                      else SearchTask(task, refine.worker))
+        scheduler = Scheduler(refine, max_seconds, journaled,
+                              journal.last_round() if journal and journaled else None)
         with Progress(max_evals, progress, title="search") as bar:
             loop = _Loop(proposer, backend, archive, journal, bar, max_evals, journaled,
-                         space, refine, Scheduler(refine, max_seconds, journaled))
+                         space, refine, scheduler)
             try:
                 reason = loop.run()
             except ConfigError:
@@ -142,13 +148,16 @@ class _Loop:
         self.consumed = 0  # budget used in this pass: submitted plus replayed from the journal
         self.told = 0  # evolutionary results told to the proposer (replayed ones included)
         self.to_tell = _refined_to_tell(journaled)  # (told before it, refined record)
+        self.jobs: deque[RefineJob] = deque()  # the active round's, waiting for a worker
+        self.refining = 0  # refinement jobs on the backend
         self.new_results: list[EvalResult] = []
         self.worked_before = any(r.ok for r in journaled)  # a resumed run that had results
 
     def run(self) -> str:
         reason = self._evolve()
         while self.scheduler.final_round_due() and self._refine_round():
-            pass
+            while self.backend.in_flight:
+                self._collect(*self.backend.next_done())
         if self.scheduler.evolve_again(reason == OUT_OF_TIME):
             reason = self._evolve()
         self._tell_refined()  # the last rounds' records: the proposer's state holds them too
@@ -158,7 +167,7 @@ class _Loop:
         idle_asks = 0
         while True:
             if self.scheduler.round_due(self._evolved()):
-                while self.backend.in_flight:
+                while self.refine.worker is None and self.backend.in_flight:  # serial rounds
                     self._collect(*self.backend.next_done())
                 self._refine_round()
             if self._budget_left() > 0 and self.backend.in_flight < self.backend.capacity:
@@ -184,25 +193,56 @@ class _Loop:
                                        for r in self.archive.history)
 
     def _refine_round(self) -> bool:
-        """Refine the scheduler's next survivors; their results are journaled, join the
-        archive and are told to the proposer. False when there was no survivor to refine."""
+        """Start the scheduler's next round (kept in the run directory first): refined in this
+        process now, or as backend jobs whose records come back through ``_collect``. False
+        when there was no survivor to refine."""
         assert self.refine is not None
-        todo = self.scheduler.next_round(self.archive, self.told)
+        todo = self.scheduler.next_round(self.archive)
         if todo is None:
             return False
+        if todo.told is None:
+            todo.told = self.told
+        if self.journal is not None:
+            self.journal.write_round(todo.to_json())
         self.bar.update(self._evolved(), f"refinement round {todo.number}: refining "
                         f"{len(todo.todo)} survivors")
+        if self.refine.worker is not None:
+            self.jobs.extend(todo.jobs())
+            self._submit_jobs()
+            return True
         for result in self.refine.refine(todo.todo, self.archive):
-            todo.stamp(result)
-            if self.journal is not None:
-                self.journal.append(result)
-            self.archive.add(result)
-            self.new_results.append(result)
-            self.to_tell.append((todo.told_before, result))
+            self._refined(todo, Refined(result))
+        todo.remaining.clear()  # a survivor the refiner gave no record for is not waited on
+        self.scheduler.finished()
+        return True
+
+    def _submit_jobs(self) -> None:
+        """Hand the round's jobs to the backend, leaving one worker to evolution while it
+        goes on (all of them once it is over)."""
+        evolving = self.scheduler.evolving() and self._budget_left() > 0
+        limit = max(1, self.backend.capacity - 1) if evolving else self.backend.capacity
+        while self.jobs and self.refining < limit:
+            self.backend.submit(self.jobs.popleft())
+            self.refining += 1
+
+    def _refined(self, todo: Round, out: Refined) -> None:
+        """A refined record: weights kept first, then journaled, archived, told in turn."""
+        result = out.result
+        assert self.refine is not None
+        if result.ok and out.network is not None and self.refine.keep is not None:
+            self.refine.keep(result, out.network)
+        todo.stamp(result)
+        # serial rounds: told where the round started (a resumed one too); jobs: on arrival
+        told = self.told if self.refine.worker is not None or todo.told is None else todo.told
+        result.info["told_before"] = told
+        if self.journal is not None:
+            self.journal.append(result)
+        self.archive.add(result)
+        self.new_results.append(result)
+        self.to_tell.append((told, result))
         self.bar.update(self._evolved(), search_status(
             len(self.archive.front), self.archive.hypervolume(),
             sum(not r.ok for r in self.archive.history)))
-        return True
 
     def _tell_refined(self) -> None:
         """Tell the proposer the refined records due at this point of its stream: as many
@@ -215,8 +255,9 @@ class _Loop:
     def _budget_left(self) -> int:
         if not self.scheduler.evolving():
             return 0
+        evaluating = self.backend.in_flight - self.refining
         return min(self.max_evals - self.consumed,
-                   self.max_evals - self._evolved() - self.backend.in_flight)
+                   self.max_evals - self._evolved() - evaluating)
 
     def _fill(self) -> tuple[bool, bool]:
         """Ask once for the free slots; returns (got any candidate, submitted or replayed any)."""
@@ -242,7 +283,14 @@ class _Loop:
                 submitted = True
         return bool(candidates), submitted
 
-    def _collect(self, candidate: Candidate, result: EvalResult) -> None:
+    def _collect(self, candidate: Candidate | RefineJob, result: Any) -> None:
+        if isinstance(candidate, RefineJob):
+            self.refining -= 1
+            assert self.scheduler.active is not None
+            self._refined(self.scheduler.active, result)
+            self.scheduler.finished()
+            self._submit_jobs()
+            return
         if self.journal is not None:
             self.journal.append(result)
         self.archive.add(result)

@@ -50,7 +50,11 @@ def test_rounds_follow_every_and_the_final_round_runs_once():
     schedule = RefineSchedule(lambda s, a: [], every=5)
     scheduler = Scheduler(schedule, None, [])
     assert not scheduler.round_due(4) and scheduler.round_due(5)
-    todo = scheduler.next_round(archive_of(POINTS), told=5)
-    assert todo is not None and todo.number == 1 and todo.told_before == 5
+    todo = scheduler.next_round(archive_of(POINTS))
+    assert todo is not None and todo.number == 1 and len(todo.jobs()) == 4
+    assert not scheduler.round_due(10)  # a round whose records are not all back is active
+    for s in todo.survivors:
+        todo.stamp(EvalResult(Candidate(s.config, "refine", (s.key,)), {"error": 0, "cost": 0}))
+    assert scheduler.finished()
     assert not scheduler.round_due(9) and scheduler.round_due(10)
     assert scheduler.final_round_due() and not scheduler.final_round_due()

@@ -202,3 +202,43 @@ def test_a_refined_config_outside_the_space_is_kept_but_not_told():
                     algorithm_options={"n_init": 6, "inner_pop": 16, "inner_gens": 4},
                     progress=False)
     assert sum(r.candidate.origin == "refine" for r in result.history) == 6
+
+
+def test_refinement_as_backend_work_runs_inline_on_the_local_backend(tmp_path):
+    """worker= makes each survivor's refinement a backend job: on the inline local backend
+    the run equals serial rounds of the same refinement, weights kept before journaling."""
+    from hybridmoo.testing.refine import ToyRefineWorker
+
+    kept: list[str] = []
+
+    def keep(result, network):
+        assert not (tmp_path / "run" / "journal.jsonl").read_text().count(result.key)
+        kept.append(result.key)
+
+    schedule = RefineSchedule(worker=ToyRefineWorker(delay=0.0), keep=keep, every=10,
+                              survivors=3)
+    result = search(SPACE, toy_evaluate, OBJECTIVES, algorithm="nsga2", max_evals=24, seed=1,
+                    run_dir=tmp_path / "run", refine=schedule, progress=False)
+    refined = [r for r in result.history if r.candidate.origin == "refine"]
+    assert [r.info["round"] for r in refined] == [1] * 3 + [2] * 3 + [3] * 3
+    assert kept == [r.key for r in refined]
+    with pytest.raises(ConfigError, match="not both"):
+        RefineSchedule(ToyRefiner(), worker=ToyRefineWorker(), every=5)
+
+
+def test_backend_refinement_overlaps_evaluations_on_threads():
+    from hybridmoo.backends import LocalBackend
+    from hybridmoo.testing.refine import ToyRefineWorker, timed_evaluate
+
+    schedule = RefineSchedule(worker=ToyRefineWorker(delay=0.4), every=6, survivors=2)
+    result = search(SPACE, timed_evaluate, OBJECTIVES, algorithm="random", max_evals=30,
+                    seed=0, backend=LocalBackend(2), refine=schedule, progress=False)
+    assert overlapping(result.history)
+
+
+def overlapping(history) -> bool:
+    """Some evaluation ran while some refinement ran (their wall-clock intervals overlap)."""
+    refined = [r for r in history if r.candidate.origin == "refine" and r.ok]
+    evaluated = [r for r in history if r.candidate.origin != "refine" and "t0" in r.info]
+    return bool(refined) and any(e.info["t0"] < r.info["t1"] and r.info["t0"] < e.info["t1"]
+                                 for r in refined for e in evaluated)

@@ -1,11 +1,13 @@
 """Evaluation on Ray actors: one evaluator actor per worker slot, results taken as they finish.
 
 The function given to :meth:`RayBackend.start` (an :class:`~hybridmoo.objectives.EvaluationTask`
-that may hold a supernet's weights) goes into the object store once; every actor is built from
-that one reference. Each actor runs one item at a time, so the driver always knows what a dead
+or a :class:`~hybridmoo.tasks.SearchTask`, which also refines survivors; either may hold a
+supernet's weights) goes into the object store once; every actor is built from that one
+reference. Each actor runs one item at a time, so the driver always knows what a dead
 actor was doing: an actor whose process dies is replaced and its item retried (``max_retries``
 times, then recorded as failed); an item running past ``timeout_s`` is recorded as failed and
-its actor killed and replaced. Every submitted item comes back from :meth:`next_done` once.
+its actor killed and replaced; a lost item's record is the task's ``failed(item, reason)``.
+Every submitted item comes back from :meth:`next_done` once.
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from typing import Any
 from hybridmoo.backends.base import Backend
 from hybridmoo.backends.ray_cluster import Connection, check_resources, connect, disconnect
 from hybridmoo.errors import ConfigError, HybridMooError, one_line
-from hybridmoo.objectives import EvalResult, EvaluationTask
-from hybridmoo.space import Candidate
 
 OPTIONS = ("address", "num_cpus", "num_gpus", "timeout_s", "max_retries")
 
@@ -237,8 +237,11 @@ class RayBackend(Backend[Any, Any]):
                 self._fail(job.item, f"timed out after {self.timeout_s:g}s")
 
     def _fail(self, item: Any, reason: str) -> None:
-        if isinstance(self._fn, EvaluationTask) and isinstance(item, Candidate):
-            self._done.append((item, EvalResult(item, ok=False, reason=reason)))
+        """A lost item: the task's failed record for it (an evaluation task's items), else
+        an error (a plain function's)."""
+        failed = getattr(self._fn, "failed", None)
+        if callable(failed):
+            self._done.append((item, failed(item, reason)))
             return
         raise RayBackendError(f"item {item!r}: {reason}")
 
@@ -248,7 +251,7 @@ class RayBackend(Backend[Any, Any]):
         import ray.cloudpickle
 
         installed = importlib.metadata.packages_distributions()
-        parts = [fn, fn.evaluate] if isinstance(fn, EvaluationTask) else [fn]
+        parts = fn.parts() if callable(getattr(fn, "parts", None)) else [fn]
         for part in parts:
             for owner in (part, type(part)):
                 name = getattr(owner, "__module__", None) or ""

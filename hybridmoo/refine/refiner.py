@@ -16,7 +16,7 @@ from hybridmoo.data import ImageData
 from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.latency_model import LatencyModel
 from hybridmoo.objectives import EvalResult, Objective, minimization_matrix
-from hybridmoo.preference import refinement_preference
+from hybridmoo.preference import axes_preference, refinement_preference
 from hybridmoo.refine.loop import (
     RefineOutcome,
     calibration_batches,
@@ -28,6 +28,7 @@ from hybridmoo.refine.settings import RefineSettings
 from hybridmoo.space import Candidate
 from hybridmoo.supernet.supernet import Supernet
 from hybridmoo.supernet.training import prepare_subnet
+from hybridmoo.tasks import Refined, RefineJob
 
 Measure = Callable[[nn.Module], Mapping[str, Any]]
 
@@ -76,6 +77,17 @@ class Refiner:
         prefs = np.array([refinement_preference(F, i, objectives) for i in range(len(usable))])
         teacher = self.distillation_target() if self.settings.distill else None
         return [self._one(s, prefs, i, objectives, teacher) for i, s in enumerate(usable)]
+
+    def refine_job(self, job: RefineJob, objectives: Sequence[Objective]) -> Refined:
+        """One survivor's refinement as backend work (:class:`hybridmoo.tasks.SearchTask`):
+        under the preference the driver chose for it among its round's survivors, measured
+        with ``measure`` where it runs."""
+        if not job.survivor.ok:
+            return job.failed("the survivor's evaluation failed")
+        prefs = np.array([axes_preference(p, objectives) for p in job.preferences])
+        teacher = self.distillation_target() if self.settings.distill else None
+        result, network = self._one(job.survivor, prefs, job.index, objectives, teacher)
+        return Refined(result, network)
 
     def teacher(self) -> nn.Module:
         """The teacher given, or the supernet's largest sub-network (FP32), extracted once,

@@ -130,8 +130,11 @@ def test_a_rolled_back_refinement_leaves_nothing_in_refined(trained, subnet, dat
                           train=SimpleNamespace(checkpoint=None, model="test_resnet"))
     evaluator = SimpleNamespace(latency="measure", measure_network=measure)
     schedule = _schedule(cfg, trained, solved, evaluator, tmp_path)
-    [result] = schedule.refine(survivors, SimpleNamespace(objectives=OBJECTIVES))
-    assert not result.ok and result.info["rolled_back"]
+    from hybridmoo.tasks import RefineJob
+
+    out = schedule.worker(RefineJob(survivors[0], ((1 / 3, 1 / 3, 1 / 3),), 0, 1), OBJECTIVES)
+    result = out.result
+    assert not result.ok and result.info["rolled_back"] and out.network is None
     assert not (tmp_path / "refined").exists()
 
 
