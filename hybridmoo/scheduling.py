@@ -53,7 +53,8 @@ class RefineSchedule:
     backend (:class:`hybridmoo.tasks.SearchTask`): ``worker(job, objectives)`` runs where the
     evaluations run, with the same evaluator, while evolution goes on on the other workers; a
     round's records are journaled as they come back, each after ``keep(record, network)``
-    (save the weights) when it produced a network."""
+    (save the weights) when it produced a network. ``tell=False`` keeps refined records from
+    the proposer (they still join the archive: the ablation of refinement feeding evolution)."""
 
     refine: Callable[[list[EvalResult], ParetoArchive], list[EvalResult]] | None = None
     every: int | None = None
@@ -62,6 +63,7 @@ class RefineSchedule:
     final_share: float = 0.0
     worker: RefineFn | None = None
     keep: Callable[[EvalResult, Any], None] | None = None
+    tell: bool = True
 
     def __post_init__(self) -> None:
         if (self.refine is None) == (self.worker is None):

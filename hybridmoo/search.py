@@ -150,6 +150,7 @@ class _Loop:
         self.to_tell = _refined_to_tell(journaled)  # (told before it, refined record)
         self.jobs: deque[RefineJob] = deque()  # the active round's, waiting for a worker
         self.refining = 0  # refinement jobs on the backend
+        self.proposer_waits = False  # the last ask gave nothing: its free workers may refine
         self.new_results: list[EvalResult] = []
         self.worked_before = any(r.ok for r in journaled)  # a resumed run that had results
 
@@ -218,10 +219,12 @@ class _Loop:
 
     def _submit_jobs(self) -> None:
         """Hand the round's jobs to the backend, leaving one worker to evolution while it
-        goes on (all of them once it is over)."""
-        evolving = self.scheduler.evolving() and self._budget_left() > 0
-        limit = max(1, self.backend.capacity - 1) if evolving else self.backend.capacity
-        while self.jobs and self.refining < limit:
+        goes on and has candidates (every free one when the proposer waits, or is done)."""
+        evolving = (self.scheduler.evolving() and self._budget_left() > 0
+                    and not self.proposer_waits)
+        while self.jobs and (self.refining == 0 or (
+                self.backend.in_flight < self.backend.capacity
+                and (not evolving or self.refining < self.backend.capacity - 1))):
             self.backend.submit(self.jobs.popleft())
             self.refining += 1
 
@@ -250,6 +253,8 @@ class _Loop:
         same stream). Only successful ones whose config lies in the space."""
         due = [r for told, r in self.to_tell if told <= self.told]
         self.to_tell = [(told, r) for told, r in self.to_tell if told > self.told]
+        if self.refine is not None and not self.refine.tell:
+            return
         self.proposer.tell([r for r in due if r.ok and self.space.contains(r.config)])
 
     def _budget_left(self) -> int:
@@ -264,6 +269,9 @@ class _Loop:
         n = min(self.backend.capacity - self.backend.in_flight, self.max_evals - self.consumed)
         self._tell_refined()
         candidates = self.proposer.ask(n)
+        self.proposer_waits = not candidates  # for results in flight (or it is done)
+        if self.proposer_waits:
+            self._submit_jobs()  # a free worker refines meanwhile
         submitted = False
         for c in candidates:
             key = self.key(c.config)

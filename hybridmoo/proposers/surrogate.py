@@ -93,14 +93,16 @@ class SurrogateProposer(BatchProposer):
             n = self.n_init if not self._data else self.batch_size
             return self._random_unseen(n, origin="init")
         size = max(self.batch_size, int(self.batch_growth * len(self._data)))
-        X, mean, spread = self._inner_search(_best(ok, self.objectives, self.max_train))
+        X, mean, spread, lineage = self._inner_search(_best(ok, self.objectives,
+                                                            self.max_train))
         picks = self._pick(self._draws(X, mean, spread, size), ok, size)
         if len(picks) < size:  # nothing promising left: the most uncertain promise next
             rest = np.setdiff1d(np.arange(len(X)), picks)
             more = self._pick(self._bound(mean[rest], spread[rest], EXPLORE_KAPPA), ok,
                               size - len(picks))
             picks += [int(rest[i]) for i in more]
-        batch = [Candidate(self.space.decode(X[i]), origin="evo") for i in picks]
+        batch = [Candidate(self.space.decode(X[i]), origin="evo", parents=lineage[i])
+                 for i in picks]
         self._seen.update(genome(X[i]) for i in picks)
         return batch + self._random_unseen(size - len(batch), origin="random")
 
@@ -112,9 +114,10 @@ class SurrogateProposer(BatchProposer):
         return out
 
     def _inner_search(self, ok: list[EvalResult]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[str, ...]]]:
         """Unseen index vectors visited by NSGA-II on the surrogates, with the predicted mean
-        and spread of each objective."""
+        and spread of each objective, and the real records each was made from (a move from a
+        front record, a crossover of two; none for the inner NSGA-II's own)."""
         X = np.array([self.space.encode(r.config) for r in ok])
         F = minimization_matrix(ok, self.objectives)
         self._warps = [_LogWarp(F[:, j]) for j in range(len(self.objectives))]
@@ -139,12 +142,20 @@ class SurrogateProposer(BatchProposer):
                  seed=int(self.rng.integers(2**31)), verbose=False)
         front = [r for r in ok if r.feasible] or ok
         F = minimization_matrix(front, self.objectives)
+        lineage: dict[Genome, tuple[str, ...]] = {}
         for r in np.array(front)[non_dominated_mask(F)]:  # local moves around the real front
-            problem.predict(_neighbours(self.space.encode(r.config), self.space.sizes))
-        problem.predict(self._crossovers(ok))
+            moves = _neighbours(self.space.encode(r.config), self.space.sizes)
+            problem.predict(moves)
+            for x in moves:
+                lineage.setdefault(genome(x), (r.key,))
+        children, parents = self._crossovers(ok)
+        problem.predict(children)
+        for x, (a, b) in zip(children, parents, strict=True):
+            lineage.setdefault(genome(x), (ok[a].key, ok[b].key) if a != b else (ok[a].key,))
         visited, mean, spread = problem.visited()
         unseen = np.array([genome(x) not in self._seen for x in visited], dtype=bool)
-        return visited[unseen], mean[unseen], spread[unseen]
+        return (visited[unseen], mean[unseen], spread[unseen],
+                [lineage.get(genome(x), ()) for x in visited[unseen]])
 
     def _bound(self, mean: np.ndarray, spread: np.ndarray, kappa: float) -> np.ndarray:
         """Objectives at ``kappa`` spreads below the predicted mean, in their own units."""
@@ -167,9 +178,10 @@ class SurrogateProposer(BatchProposer):
             draws[order, :, j] = warp.inverse(sample.reshape(len(order), size))
         return draws
 
-    def _crossovers(self, ok: list[EvalResult], n: int = 400) -> np.ndarray:
+    def _crossovers(self, ok: list[EvalResult], n: int = 400) -> tuple[np.ndarray, np.ndarray]:
         """Uniform crossovers of real configs picked by rank tournaments, then one mutation:
-        what an evolutionary step from the real population would try, to be pre-screened."""
+        what an evolutionary step from the real population would try, to be pre-screened;
+        with the two parents' rows in ``ok``."""
         X = np.array([self.space.encode(r.config) for r in ok])
         rank = _rank(minimization_matrix(ok, self.objectives))
         pairs = self.rng.integers(0, len(X), (n, 2, 2))
@@ -179,7 +191,7 @@ class SurrogateProposer(BatchProposer):
         children = np.where(mask, X[parents[:, 0]], X[parents[:, 1]])
         dim = self.rng.integers(0, len(self.space), n)
         children[np.arange(n), dim] = self.rng.integers(0, self.space.sizes[dim])
-        return children
+        return children, parents
 
     def _pick(self, P: np.ndarray, ok: list[EvalResult], size: int) -> list[int]:
         """Up to ``size`` rows of predictions ``P`` (``(n, n_obj)``, or ``(n, size, n_obj)``
