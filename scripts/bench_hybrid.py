@@ -24,8 +24,25 @@ the hybrid / evolution and A/A ratios with bootstrap 95 % intervals over seeds, 
 line with the verdict: the target is a mean ratio >= 1.10 whose interval lies above the A/A
 one (exit code 1 when missed).
 
+With ``--backend ray`` (a private local cluster on 127.0.0.1, ``--workers`` actors, 2 by
+default) the comparison is refinement scheduling at cluster scale, on the same budget:
+
+- ``serial``: today's rounds: evaluations drained, survivors refined one after another in the
+  driver (the actors wait);
+- ``actors``: each survivor's refinement a job on the actors, measured there by the same
+  evaluator, while evolution goes on on the other actor (no draining);
+- ``actors-untold``: the same, refined records not told to the proposer (the ablation of
+  refinement feeding evolution).
+
+It prints per variant the actor utilisation (sum of task times on the actors / (actors x the
+search's wall-clock after the actors came up)), the share of evolutionary offspring whose
+parents include a refined record, and on its last line the utilisation of ``actors`` and its
+front's hypervolume on test metrics over the serial one's; exit code 1 when the utilisation is
+under 90 %.
+
     OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --seeds 5 --budget-s 240
     OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --quick       # minutes on 2 cores
+    OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --quick --backend ray
 """
 
 from __future__ import annotations
@@ -40,6 +57,9 @@ import numpy as np
 
 AGAIN = "evolution-again"  # the A/A variant: evolution alone, run a second time
 VARIANTS = ("evolution", "hybrid", "refine-only", AGAIN)
+RAY_VARIANTS = ("serial", "actors", "actors-untold")
+ON_ACTORS = ("actors", "actors-untold")
+MIN_UTILISATION = 0.90
 TARGET = 1.10  # hybrid / evolution hypervolume on test metrics
 QUICK = {"seeds": 2, "budget_s": 75.0, "steps": 150}
 
@@ -71,6 +91,8 @@ def run_variant(variant: str, sn, data, seed: int, args, budget_s: float
     evaluator = SubnetEvaluator(sn, data, latency_batch=args.latency_batch, repeats=10,
                                 warmup=2, seed=seed)
     refine, networks = None, {}
+    if variant in RAY_VARIANTS:
+        return run_on_ray(variant, sn, data, seed, args, budget_s, evaluator)
     if variant not in ("evolution", AGAIN):
         given = {"steps": args.refine_steps, "recovery_steps": args.recovery_steps,
                  "solver": args.solver, "lr": args.lr}  # None: RefineSettings' default
@@ -100,6 +122,82 @@ def run_variant(variant: str, sn, data, seed: int, args, budget_s: float
     front = result.front
     return front, seconds, len(result.history), {r.key: networks[r.key] for r in front
                                                  if r.key in networks}
+
+
+def run_on_ray(variant: str, sn, data, seed: int, args, budget_s: float, evaluator
+               ) -> tuple[list, float, int, dict, dict]:
+    """A hybrid search on ``args.workers`` Ray actors, refining serially in the driver or as
+    work on the actors; also returns its utilisation and lineage figures."""
+    from hybridmoo import search
+    from hybridmoo.refine import Refiner
+    from hybridmoo.search import RefineSchedule
+
+    given = {"steps": args.refine_steps, "recovery_steps": args.recovery_steps,
+             "solver": args.solver, "lr": args.lr}
+    settings = {k: v for k, v in given.items() if v is not None}
+    refiner = Refiner(sn, data, {**settings, "seed": seed}, measure=evaluator.measure_network)
+    networks: dict = {}
+
+    def step(survivors, archive):
+        out = []
+        for result, network in refiner.refine(survivors, archive.objectives):
+            networks[result.key] = network
+            out.append(result)
+        return out
+
+    def keep(result, network):
+        networks[result.key] = network
+
+    common = {"every": args.every or None, "survivors": args.survivors,
+              "final_round": args.final_share > 0, "final_share": args.final_share}
+    if variant == "serial":
+        refine = RefineSchedule(step, **common)
+    else:
+        refine = RefineSchedule(worker=refiner.refine_job, keep=keep,
+                                tell=variant == "actors", **common)
+    backend = timed_backend(args.workers)
+    start = time.monotonic()
+    result = search(sn.space, evaluator, evaluator.objectives, algorithm=args.algorithm,
+                    max_evals=100_000, seed=seed, refine=refine, max_seconds=budget_s,
+                    backend=backend, progress=False)
+    seconds = time.monotonic() - start
+    stats = utilisation(result.history, variant, args.workers, backend, start, start + seconds)
+    front = result.front
+    return front, seconds, len(result.history), {r.key: networks[r.key] for r in front
+                                                 if r.key in networks}, stats
+
+
+def timed_backend(workers: int):
+    """A RayBackend that notes when results arrive (the first tells when the work began)."""
+    from hybridmoo.backends import RayBackend
+
+    class TimedRayBackend(RayBackend):
+        def next_done(self):
+            out = super().next_done()
+            self.arrivals.append(time.monotonic())
+            return out
+
+    backend = TimedRayBackend(workers)
+    backend.arrivals = []
+    return backend
+
+
+def utilisation(history: list, variant: str, workers: int, backend, start: float,
+                end: float) -> dict:
+    """Actor utilisation (task seconds on the actors / (workers x wall after the first task
+    began)) and the share of evolutionary offspring with a refined parent."""
+    refined = {r.key for r in history if r.candidate.origin == "refine"}
+    on_actors = [r for r in history if r.candidate.origin != "refine"
+                 or variant in ON_ACTORS]
+    busy = sum(r.elapsed_s for r in on_actors)
+    arrivals = getattr(backend, "arrivals", [])
+    first = [r for r in history if r.candidate.origin != "refine"][:1]
+    began = (arrivals[0] - first[0].elapsed_s) if arrivals and first else start
+    wall = max(end - began, 1e-9)
+    evo = [r for r in history if r.candidate.origin == "evo"]
+    bred = sum(bool(set(r.candidate.parents) & refined) for r in evo)
+    return {"utilisation": busy / (workers * wall), "startup_s": began - start,
+            "refined": len(refined), "offspring": len(evo), "bred_from_refined": bred}
 
 
 def remeasure(fronts: dict[str, list], networks: dict[str, dict], sn, data, seed: int,
@@ -169,7 +267,12 @@ def main() -> int:
     parser.add_argument("--latency-batch", type=int, default=8)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path("bench_out/hybrid"))
+    parser.add_argument("--backend", default="local", choices=("local", "ray"),
+                        help="ray: refinement on the actors vs serial rounds (module doc)")
+    parser.add_argument("--workers", type=int, default=2, help="ray: actors")
     args = parser.parse_args()
+    if args.backend == "ray":
+        return main_ray(args, parser)
     defaults = {"seeds": 5, "budget_s": 240.0, "steps": 600}
     for key, value in (QUICK if args.quick else defaults).items():
         if getattr(args, key) is None:
@@ -232,6 +335,70 @@ def main() -> int:
           f"[{summary[AGAIN][1]:.3f}, {aa_high:.3f}] over {args.seeds} seeds on test metrics: "
           f"target >= {TARGET} with its interval above the A/A one: "
           f"{'met' if met else 'MISSED'}")
+    return 0 if met else 1
+
+
+def main_ray(args, parser) -> int:
+    """``--backend ray``: refinement on the actors vs serial rounds (see the module doc)."""
+    from hybridmoo.backends.ray_cluster import connect, disconnect
+    from hybridmoo.evaluate import OBJECTIVES
+
+    for key, value in (QUICK if args.quick else {"seeds": 3, "budget_s": 240.0,
+                                                  "steps": 600}).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.every == 0:
+        args.every = 12  # rounds during evolution: what runs beside the evaluations
+    args.out.mkdir(parents=True, exist_ok=True)
+    variants = args.variants.split(",") if args.variants != ",".join(VARIANTS) else list(
+        RAY_VARIANTS)
+    if set(variants) - set(RAY_VARIANTS) or not {"serial", "actors"} <= set(variants):
+        parser.error(f"--backend ray variants: {list(RAY_VARIANTS)} (serial and actors needed)")
+    connection = connect(None, args.workers)  # one private cluster on 127.0.0.1 for all runs
+    rows = []
+    try:
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            sn, data = supernet_for(seed, args)
+            fronts, networks, stats = {}, {}, {}
+            for variant in variants:
+                front, seconds, n, networks[variant], st = run_variant(
+                    variant, sn, data, seed, args, args.budget_s)
+                fronts[variant] = front
+                stats[variant] = {**st, "seconds": seconds, "records": n, "front": len(front),
+                                  "refined_on_front": sum(r.candidate.origin == "refine"
+                                                          for r in front)}
+            fronts = remeasure(fronts, networks, sn, data, seed, args)
+            hv = hypervolumes(fronts, OBJECTIVES)
+            for variant in variants:
+                rows.append({"seed": seed, "variant": variant, "hv": hv[variant],
+                             **stats[variant]})
+                print(json.dumps(rows[-1]), flush=True)
+    finally:
+        disconnect(connection)
+    print("\n| variant | HV mean (test) | utilisation | offspring bred from refined | "
+          "records | refined |")
+    print("|---|---|---|---|---|---|")
+    for variant in variants:
+        mine = [r for r in rows if r["variant"] == variant]
+        bred = sum(r["bred_from_refined"] for r in mine)
+        offspring = sum(r["offspring"] for r in mine)
+        print(f"| {variant} | {np.mean([r['hv'] for r in mine]):.3f} | "
+              + " / ".join(f"{r['utilisation']:.1%}" for r in mine)
+              + f" | {bred}/{offspring} ({bred / max(offspring, 1):.1%}) | "
+              + " / ".join(str(r["records"]) for r in mine) + " | "
+              + " / ".join(str(r["refined"]) for r in mine) + " |")
+    ratios = ratio_per_seed(rows, "actors", "serial")
+    if "actors-untold" in variants:
+        told = ratio_per_seed(rows, "actors", "actors-untold")
+        print(f"actors (told) / actors-untold hypervolume: mean {np.mean(told):.3f} (per seed "
+              f"{', '.join(f'{x:.3f}' for x in told)})")
+    util = float(np.mean([r["utilisation"] for r in rows if r["variant"] == "actors"]))
+    serial = float(np.mean([r["utilisation"] for r in rows if r["variant"] == "serial"]))
+    met = util >= MIN_UTILISATION
+    print(f"actor utilisation {util:.1%} with refinement on the actors (serial rounds "
+          f"{serial:.1%}), target >= {MIN_UTILISATION:.0%}: {'met' if met else 'MISSED'}; "
+          f"front hypervolume on test, actors / serial: mean {np.mean(ratios):.3f} (per seed "
+          f"{', '.join(f'{x:.3f}' for x in ratios)}) over {args.seeds} seeds")
     return 0 if met else 1
 
 
