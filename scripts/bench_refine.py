@@ -45,9 +45,10 @@ def supernet(args):
     """The cached supernet and its data (trained on the first call)."""
     from hybridmoo.data import make_data
     from hybridmoo.supernet import load_supernet, train_supernet
+    from hybridmoo.supernet.checkpoint import META_FILE
 
     directory = args.run_dir / f"supernet_{args.train_steps}"
-    meta = directory / "meta.json"
+    meta = directory / META_FILE
     data = make_data(args.data, args.image_size)
     if meta.is_file() and json.loads(meta.read_text()).get("meta", {}).get(
             "step", 0) >= args.train_steps:
