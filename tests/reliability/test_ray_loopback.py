@@ -100,6 +100,7 @@ def test_ray_imported_first_is_refused_before_anything_listens():
     assert out["sockets"] == []
 
 
+@pytest.mark.slow  # Ray Train's workers start slowly: 2.5 min on a loaded 2-core machine
 def test_ray_imported_first_with_the_variable_exported_stays_on_loopback():
     """``import ray`` first with LOOPBACK_ENV=0 exported: a search on a private cluster
     (RayBackend: driver, GCS, raylet, dashboard, agents, actors) and Ray Train (its controller,
