@@ -87,7 +87,6 @@ def run_variant(variant: str, sn, data, seed: int, args, budget_s: float
     of its front (by key) for the final re-measurement."""
     from hybridmoo import search
     from hybridmoo.evaluate import SubnetEvaluator
-    from hybridmoo.refine import Refiner
     from hybridmoo.search import RefineSchedule
 
     evaluator = SubnetEvaluator(sn, data, latency_batch=args.latency_batch, repeats=10,
@@ -96,18 +95,7 @@ def run_variant(variant: str, sn, data, seed: int, args, budget_s: float
     if variant in RAY_VARIANTS:
         return run_on_ray(variant, sn, data, seed, args, budget_s, evaluator)
     if variant not in ("evolution", AGAIN):
-        given = {"steps": args.refine_steps, "recovery_steps": args.recovery_steps,
-                 "solver": args.solver, "lr": args.lr}  # None: RefineSettings' default
-        settings = {k: v for k, v in given.items() if v is not None}
-        refiner = Refiner(sn, data, {**settings, "seed": seed}, measure=evaluator.measure_network)
-
-        def step(survivors, archive):
-            out = []
-            for result, network in refiner.refine(survivors, archive.objectives):
-                networks[result.key] = network
-                out.append(result)
-            return out
-
+        _, step, networks = serial_refinement(sn, data, seed, args, evaluator)
         if variant == "hybrid":
             refine = RefineSchedule(step, every=args.every or None, survivors=args.survivors,
                                     final_round=args.final_share > 0,
@@ -126,13 +114,11 @@ def run_variant(variant: str, sn, data, seed: int, args, budget_s: float
                                                  if r.key in networks}
 
 
-def run_on_ray(variant: str, sn, data, seed: int, args, budget_s: float, evaluator
-               ) -> tuple[list, float, int, dict, dict]:
-    """A hybrid search on ``args.workers`` Ray actors, refining serially in the driver or as
-    work on the actors; also returns its utilisation and lineage figures."""
-    from hybridmoo import search
+def serial_refinement(sn, data, seed: int, args, evaluator) -> tuple:
+    """The refiner of the command-line settings (unset ones: RefineSettings' defaults), a
+    ``RefineSchedule`` step that refines survivors in this process, and the dict of refined
+    networks by record key that the step (and any other user of the refiner) fills."""
     from hybridmoo.refine import Refiner
-    from hybridmoo.search import RefineSchedule
 
     given = {"steps": args.refine_steps, "recovery_steps": args.recovery_steps,
              "solver": args.solver, "lr": args.lr}
@@ -146,6 +132,18 @@ def run_on_ray(variant: str, sn, data, seed: int, args, budget_s: float, evaluat
             networks[result.key] = network
             out.append(result)
         return out
+
+    return refiner, step, networks
+
+
+def run_on_ray(variant: str, sn, data, seed: int, args, budget_s: float, evaluator
+               ) -> tuple[list, float, int, dict, dict]:
+    """A hybrid search on ``args.workers`` Ray actors, refining serially in the driver or as
+    work on the actors; also returns its utilisation and lineage figures."""
+    from hybridmoo import search
+    from hybridmoo.search import RefineSchedule
+
+    refiner, step, networks = serial_refinement(sn, data, seed, args, evaluator)
 
     def keep(result, network):
         networks[result.key] = network
