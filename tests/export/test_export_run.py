@@ -32,7 +32,7 @@ PIPELINE = {"data": "digits", "image_size": 32, "batch_size": 32, "bn_batches": 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A small supernet run measured by the real evaluator: 4 sub-networks and one refined
-    network (with new weights, and a latency that puts it on the front)."""
+    network (with new weights, and a size that puts it on the front)."""
     run_dir = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
     sn = make_supernet("test_resnet", num_classes=10, image_size=32)
@@ -48,7 +48,10 @@ def run_dir(tmp_path_factory):
         net.fc.weight.mul_(1.5)  # a stand-in for gradient refinement: new weights
     measured = evaluator.measure_network(net)
     values = {o.name: float(measured[o.name]) for o in evaluator.objectives}
-    values["latency_ms"] = min(r.values["latency_ms"] for r in result.history) / 2
+    # stand-in values: the smallest network and the slowest, so it is on the front beside
+    # (and never dominates) the fastest sub-network, whatever the measured latencies are
+    values["size_bytes"] = min(r.values["size_bytes"] for r in result.history) / 2
+    values["latency_ms"] = 2 * max(r.values["latency_ms"] for r in result.history)
     refined = EvalResult(Candidate(parent.config, "refine", (parent.key,)), values,
                          info={"device": measured["device"]})
     save_network(net, run_dir / "refined" / refined.key, meta={"solver": "stand-in"})
