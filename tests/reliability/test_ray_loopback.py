@@ -121,7 +121,8 @@ def test_the_cli_search_on_a_private_cluster_stays_on_loopback():
     out = _run_child("cli", exported=False)
     assert out["outward"] == TEST_ADDRESS
     assert out["cli"]["code"] == 0, out["cli"]["stderr"]
-    assert {"gcs_server", "raylet", "ray::_Evaluator"} <= {s[0] for s in out["sockets"]}
+    names = {s[0] for s in out["sockets"]}  # the sampler saw the cluster and its workers
+    assert {"gcs_server", "raylet"} <= names and any(n.startswith("ray::") for n in names)
     _assert_loopback(out["sockets"], "CLI search")
 
 
@@ -131,7 +132,8 @@ def test_the_cli_pipeline_on_a_private_cluster_stays_on_loopback():
     --workers 2`` (local training, then the search on Ray) listens on loopback only."""
     out = _run_child("cli-pipeline", exported=False)
     assert out["cli"]["code"] == 0, out["cli"]["stderr"]
-    assert {"gcs_server", "raylet", "ray::_Evaluator"} <= {s[0] for s in out["sockets"]}
+    names = {s[0] for s in out["sockets"]}  # the sampler saw the cluster and its workers
+    assert {"gcs_server", "raylet"} <= names and any(n.startswith("ray::") for n in names)
     _assert_loopback(out["sockets"], "CLI pipeline")
 
 
