@@ -39,7 +39,7 @@ from hybridmoo.refine.costs import NetProfile, expected_costs, latency, total_by
 from hybridmoo.refine.gates import GatedNet
 from hybridmoo.refine.harden import kept_units
 from hybridmoo.refine.settings import RefineSettings
-from hybridmoo.refine.task import task_loss, unpack
+from hybridmoo.refine.task import task_loss, train_forward, unpack
 from hybridmoo.supernet.bn import recalibrate_bn
 
 OBJECTIVES = ("task", "latency", "size")
@@ -120,11 +120,7 @@ def prune(gated: GatedNet, prof: NetProfile, batches: Iterator[Any], optimizer: 
     for step in range(settings.steps):
         x, y, target_logits = unpack(next(batches), device)
         bank.refresh()
-        _bn_train(net, True)
-        try:
-            logits = net(x)
-        finally:
-            _bn_train(net, False)
+        logits = train_forward(net, x)
         task = task_loss(logits, y, teacher, x, settings, target_logits)
         value = float(task.detach())
         now = costs_of(gated, prof, [m.detach() for m in masks], model)
@@ -222,12 +218,6 @@ def _hard_cost(gated: GatedNet, prof: NetProfile, model: LatencyModel, full: Cos
     return combined_cost(costs_of(gated, prof, [m.detach() for m in masks], model), full, pref)
 
 
-def _bn_train(net: nn.Module, mode: bool) -> None:
-    for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.train(mode)
-
-
 def optimizer_params(optimizer: Any) -> list[nn.Parameter]:
     """Every parameter of ``optimizer``, group by group."""
     return [p for group in optimizer.param_groups for p in group["params"]]
@@ -248,5 +238,3 @@ def check_losses(values: np.ndarray, task: float, task0: float, chance: float,
 def check_finite(params: list[nn.Parameter], step: int) -> None:
     if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params):
         raise Stop(f"non-finite gradient at step {step}")
-
-

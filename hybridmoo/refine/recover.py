@@ -23,10 +23,8 @@ from hybridmoo.quant.calibration import module_device
 from hybridmoo.refine.gates import GatedNet
 from hybridmoo.refine.prune import check_finite, check_losses, optimizer_params
 from hybridmoo.refine.settings import RefineSettings
-from hybridmoo.refine.task import task_loss, unpack, val_accuracy
+from hybridmoo.refine.task import task_loss, train_forward, unpack, val_accuracy
 from hybridmoo.supernet.bn import recalibrate_bn
-
-_BN = nn.modules.batchnorm._BatchNorm
 
 
 @dataclass
@@ -60,11 +58,7 @@ def recover(gated: GatedNet, batches: Iterator[Any], optimizer: Any, scheduler: 
         if step == settings.recovery_steps:
             break
         x, y, target = unpack(next(batches), device)
-        _bn_train(net, True)
-        try:
-            logits = net(x)
-        finally:
-            _bn_train(net, False)
+        logits = train_forward(net, x)
         task = task_loss(logits, y, teacher, x, settings, target)
         value = float(task.detach())
         check_losses(np.array([value]), value, task0, float(np.log(logits.shape[-1])),
@@ -78,9 +72,3 @@ def recover(gated: GatedNet, batches: Iterator[Any], optimizer: Any, scheduler: 
     assert best is not None
     net.load_state_dict(best)
     return log
-
-
-def _bn_train(net: nn.Module, mode: bool) -> None:
-    for m in net.modules():
-        if isinstance(m, _BN):
-            m.train(mode)

@@ -41,6 +41,19 @@ def task_loss(logits: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None,
     return (1 - settings.distill_weight) * loss + settings.distill_weight * kd
 
 
+def train_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)`` with its BatchNorm layers in training mode (batch statistics, running ones
+    updated) and back in eval mode afterwards; the rest of the network stays as it is."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.train(True)
+    try:
+        return net(x)
+    finally:
+        for m in norms:
+            m.train(False)
+
+
 def unpack(batch: Sequence[torch.Tensor], device: torch.device
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(x, y, teacher logits or None) on ``device``."""
