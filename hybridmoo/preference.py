@@ -1,11 +1,17 @@
-"""Preferences from positions on a front, so refined survivors spread along it.
+"""Preferences for refining a front's survivors: aimed at the front's gaps, or by position.
 
-A survivor's preference says which objectives it is good at: with the front normalised per
-objective to ``z = (f - ideal) / (nadir - ideal)`` in [0, 1] (minimisation form, 0 = best on
-that axis), objective ``i`` gets ``p_i ∝ 1 - z_i + floor``. The most accurate point of a front
-prefers accuracy, the fastest prefers latency, a knee point weighs them alike, and the
-``floor`` keeps every entry > 0 (EPO needs it). The search's objectives are then mapped by
-name onto the refinement's three (task, latency, size).
+:func:`gap_preference` (what the search's rounds use) aims a survivor at the hypervolume gap
+next to it: objective ``k`` gets a share of the hypervolume that a small step along ``k``
+alone would add (``STEP`` of the normalised range), so a point beside a wide gap in cost is
+pruned towards it and a point crowded on cost but alone in accuracy is fine-tuned for
+accuracy. The largest of those gains says how much refining it can add.
+
+:func:`preference_from_front` says which objectives a point is good at: with the front
+normalised per objective to ``z = (f - ideal) / (nadir - ideal)`` in [0, 1] (minimisation
+form, 0 = best on that axis), objective ``i`` gets ``p_i ∝ 1 - z_i + floor``.
+
+In both the ``floor`` keeps every entry > 0 (EPO needs it). The search's objectives are then
+mapped by name onto the refinement's three (task, latency, size).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import Objective
 
 FLOOR = 0.05
+STEP = 0.05  # gap_preference's step, in units of the normalised range of each objective
 AXES = ("task", "latency", "size")
 _KEYWORDS = {
     "task": ("acc", "err", "loss", "top1", "top5"),
@@ -30,14 +37,7 @@ def preference_from_front(F: np.ndarray, index: int, floor: float = FLOOR) -> np
     """Preference (sums to 1, every entry > 0) of row ``index`` of the front ``F`` (n x m,
     minimisation form): ``p_i ∝ 1 - z_i + floor`` with ``z`` the row normalised by the
     front's ideal and nadir points (an axis where every point is equal counts as z = 0)."""
-    F = np.asarray(F, dtype=np.float64)
-    if F.ndim != 2 or F.shape[0] == 0 or F.shape[1] == 0:
-        raise ConfigError(f"the front must be a non-empty n x m matrix, got shape {F.shape}")
-    if not np.all(np.isfinite(F)):
-        raise ConfigError("the front holds NaN or infinite values (failed evaluations?)")
-    if isinstance(index, bool) or not isinstance(index, int | np.integer) \
-            or not 0 <= index < len(F):
-        raise ConfigError(f"index must be a row of the {len(F)}-point front, got {index!r}")
+    F = _checked_front(F, index)
     if not (isinstance(floor, int | float) and floor > 0):
         raise ConfigError(f"floor must be a positive number, got {floor!r}")
     ideal, nadir = F.min(axis=0), F.max(axis=0)
@@ -45,6 +45,31 @@ def preference_from_front(F: np.ndarray, index: int, floor: float = FLOOR) -> np
     z = np.where(span > 0, (F[index] - ideal) / np.where(span > 0, span, 1.0), 0.0)
     p = 1.0 - z + floor
     return p / p.sum()
+
+
+def gap_preference(F: np.ndarray, index: int, ideal: np.ndarray, nadir: np.ndarray,
+                   step: float = STEP, floor: float = FLOOR) -> tuple[np.ndarray, float]:
+    """Preference (sums to 1, every entry > 0) of row ``index`` of the front ``F`` (n x m,
+    minimisation form) aimed at the gap next to it, and the largest gain: ``gain_k`` is the
+    hypervolume (normalised by ``ideal`` / ``nadir``, as :func:`hybridmoo.archive.hypervolume`)
+    that moving the row by ``step`` of the range along objective ``k`` alone adds, and
+    ``p_k ∝ gain_k / sum(gain) + floor`` (uniform when no step adds anything)."""
+    from hybridmoo.archive import hypervolume
+
+    F = _checked_front(F, index)
+    if not (isinstance(step, int | float) and step > 0):
+        raise ConfigError(f"step must be a positive number, got {step!r}")
+    ideal, nadir = np.asarray(ideal, dtype=np.float64), np.asarray(nadir, dtype=np.float64)
+    span = np.where(nadir - ideal > 0, nadir - ideal, 1.0)
+    base = hypervolume(F, ideal, nadir)
+    gains = np.zeros(F.shape[1])
+    for k in range(F.shape[1]):
+        moved = F.copy()
+        moved[index, k] -= step * span[k]
+        gains[k] = max(hypervolume(moved, ideal, nadir) - base, 0.0)
+    share = gains / gains.sum() if gains.sum() > 0 else np.full(len(gains), 1 / len(gains))
+    p = share + floor
+    return p / p.sum(), float(gains.max())
 
 
 def axis_of(objective: Objective) -> str | None:
@@ -86,3 +111,15 @@ def axes_preference(p: Sequence[float], objectives: Sequence[Objective]) -> np.n
                           "accuracy/error/loss, latency/macs/flops or size/bytes/params")
     out[~mapped] = p.min()
     return out / out.sum()
+
+
+def _checked_front(F: np.ndarray, index: int) -> np.ndarray:
+    F = np.asarray(F, dtype=np.float64)
+    if F.ndim != 2 or F.shape[0] == 0 or F.shape[1] == 0:
+        raise ConfigError(f"the front must be a non-empty n x m matrix, got shape {F.shape}")
+    if not np.all(np.isfinite(F)):
+        raise ConfigError("the front holds NaN or infinite values (failed evaluations?)")
+    if isinstance(index, bool) or not isinstance(index, int | np.integer) \
+            or not 0 <= index < len(F):
+        raise ConfigError(f"index must be a row of the {len(F)}-point front, got {index!r}")
+    return F

@@ -6,12 +6,11 @@ the next one (:meth:`Scheduler.next_round`), and whether the final phase goes on
 (:meth:`Scheduler.final_round_due`, :meth:`Scheduler.evolve_again`). Everything about time
 budgets, ``final_share``, rounds a crash cut short and survivor choice lives here.
 
-Survivors are chosen by what they can add: front records (not refined ones) ranked by their
-exclusive hypervolume contribution, the area only they cover (a point next to a wide gap of
-the front covers more), on the archive's normalisation. Each survivor's preference is its
-position on the survivors' front (:func:`hybridmoo.preference.preference_from_front`, what the
-refiner uses); a record already refined under the same preference (within
-``PREFERENCE_TOLERANCE`` per objective) is left out and the choice made again without it.
+Survivors are chosen by what they can add: each front record (not a refined one) gets the
+preference aimed at the hypervolume gap next to it (:func:`hybridmoo.preference.gap_preference`,
+on the archive's normalisation: the hypervolume a small step along each objective would add),
+and the records whose step adds most are refined first. A record already refined under the
+same preference (within ``PREFERENCE_TOLERANCE`` per objective) is left out.
 """
 
 from __future__ import annotations
@@ -23,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from hybridmoo.archive import ParetoArchive, hypervolume
+from hybridmoo.archive import ParetoArchive
 from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import EvalResult, minimization_matrix
-from hybridmoo.preference import preference_from_front
+from hybridmoo.preference import gap_preference, preference_from_front
 from hybridmoo.space import REFINED
 from hybridmoo.tasks import RefineFn, RefineJob
 
@@ -37,9 +36,10 @@ PREFERENCE_TOLERANCE = 0.01  # preferences this close on every objective count a
 class RefineSchedule:
     """Refinement rounds inside a search: after every ``every`` evolutionary evaluations
     (never when None) and once at the end when ``final_round``, up to ``survivors`` front
-    records chosen by hypervolume contribution (see :mod:`hybridmoo.scheduling`) go to
-    ``refine(survivors, archive)``, which returns one result per survivor with
-    ``origin="refine"`` (see :mod:`hybridmoo.refine`). Refined results join the archive and
+    records chosen by the hypervolume their gap-aimed step adds (see
+    :mod:`hybridmoo.scheduling`) go to ``refine(survivors, archive)``, which returns one
+    result per survivor with ``origin="refine"`` (see :mod:`hybridmoo.refine`) under
+    preferences of its own choice. Refined results join the archive and
     the journal, and those whose config lies in the space are told to the proposer; they do
     not count towards ``max_evals``.
 
@@ -85,7 +85,7 @@ class RefineSchedule:
 @dataclass
 class Round:
     """One refinement round: its number, survivors and their preferences (rows, over the
-    search objectives, computed on the whole round's survivors)."""
+    search objectives, aimed at the front's gaps when the round was chosen)."""
 
     number: int
     survivors: list[EvalResult]
@@ -192,9 +192,10 @@ class Scheduler:
         assert self.schedule is not None
         if self.pending is not None:
             self.active, self.pending = self.pending, None
-            if not self.active.preferences:  # an older journal: computed as it was
+            if not self.active.preferences:  # an older journal: computed as it was then
                 F = minimization_matrix(self.active.survivors, archive.objectives)
-                self.active.preferences = [_preference(F, i) for i in range(len(F))]
+                self.active.preferences = [[round(float(v), 6) for v in
+                                            preference_from_front(F, i)] for i in range(len(F))]
             return self.active
         survivors, prefs = choose_survivors(archive, self.schedule.survivors)
         if not survivors:
@@ -211,41 +212,24 @@ class Scheduler:
 
 
 def choose_survivors(archive: ParetoArchive, k: int) -> tuple[list[EvalResult], list[list[float]]]:
-    """Up to ``k`` front records by exclusive hypervolume contribution, with their preferences
-    on the chosen set; a record refined before under the same preference is left out."""
+    """Up to ``k`` front records whose gap-aimed step adds most hypervolume, with their
+    preferences (ordered along the first objective); a record refined before under the same
+    preference is left out."""
     done = _refined_under(archive.history)
-    front = [r for r in archive.front if r.candidate.origin != REFINED and r.ok]
-    excluded: set[str] = set()
-    while True:
-        pool = [r for r in front if r.key not in excluded]
-        if not pool:
-            return [], []
-        picks = _by_contribution(archive, pool)[:k]
-        F = minimization_matrix(picks, archive.objectives)
-        prefs = [_preference(F, i) for i in range(len(picks))]
-        repeats = {r.key for r, p in zip(picks, prefs, strict=True)
-                   if any(_same(p, q) for q in done.get(r.key, []))}
-        if not repeats:
-            order = np.argsort(F[:, 0], kind="stable")  # along the first objective
-            return [picks[i] for i in order], [prefs[i] for i in order]
-        excluded |= repeats
-
-
-def _preference(F: np.ndarray, index: int) -> list[float]:
-    return [round(float(v), 6) for v in preference_from_front(F, index)]
-
-
-def _by_contribution(archive: ParetoArchive, pool: list[EvalResult]) -> list[EvalResult]:
-    """``pool`` (front records) by exclusive hypervolume contribution to the whole front,
-    largest first (ties in front order)."""
-    ideal, nadir = archive.bounds()
     front = archive.front
     F = minimization_matrix(front, archive.objectives)
-    total = hypervolume(F, ideal, nadir)
-    index = {r.key: i for i, r in enumerate(front)}
-    gain = {r.key: total - hypervolume(np.delete(F, index[r.key], axis=0), ideal, nadir)
-            for r in pool}
-    return sorted(pool, key=lambda r: -gain[r.key])
+    ideal, nadir = archive.bounds()
+    scored = []
+    for i, r in enumerate(front):
+        if r.candidate.origin == REFINED or not r.ok:
+            continue
+        pref, gain = gap_preference(F, i, ideal, nadir)
+        p = [round(float(v), 6) for v in pref]
+        if not any(_same(p, q) for q in done.get(r.key, [])):
+            scored.append((gain, i, p))
+    picks = sorted(scored, key=lambda t: (-t[0], t[1]))[:k]
+    picks.sort(key=lambda t: (F[t[1], 0], t[1]))  # along the first objective
+    return [front[i] for _, i, _ in picks], [p for _, _, p in picks]
 
 
 def _refined_under(history: list[EvalResult]) -> dict[str, list[Any]]:

@@ -95,13 +95,20 @@ def run_variant(variant: str, sn, data, seed: int, args, budget_s: float
     if variant in RAY_VARIANTS:
         return run_on_ray(variant, sn, data, seed, args, budget_s, evaluator)
     if variant not in ("evolution", AGAIN):
-        _, step, networks = serial_refinement(sn, data, seed, args, evaluator)
+        # refinement as the pipeline runs it: jobs on the (local) backend, under the
+        # preferences the search's scheduler aims at the front's gaps
+        refiner, _, networks = serial_refinement(sn, data, seed, args, evaluator)
+
+        def keep(result, network):
+            networks[result.key] = network
+
+        jobs = {"worker": refiner.refine_job, "keep": keep}
         if variant == "hybrid":
-            refine = RefineSchedule(step, every=args.every or None, survivors=args.survivors,
+            refine = RefineSchedule(**jobs, every=args.every or None, survivors=args.survivors,
                                     final_round=args.final_share > 0,
                                     final_share=args.final_share)
         else:
-            refine = RefineSchedule(step, every=args.batch, survivors=args.batch,
+            refine = RefineSchedule(**jobs, every=args.batch, survivors=args.batch,
                                     final_round=False)
     start = time.monotonic()
     result = search(sn.space, evaluator, evaluator.objectives,

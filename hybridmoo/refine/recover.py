@@ -5,7 +5,8 @@ is the network that hardening returns. Weights and quantizer steps follow the ta
 (distillation included) with BatchNorm in training mode, as fine-tuning after pruning does;
 ``checks`` checkpoints (the first before any recovery step) are scored on validation
 accuracy after an exact BatchNorm recalibration on the training batches, and the best one is
-kept (early stopping on val).
+kept; after ``patience`` checkpoints in a row without a better one the phase stops there
+(early stopping on val: a network near its ceiling spends few steps, one far below it all).
 """
 
 from __future__ import annotations
@@ -47,15 +48,18 @@ def recover(gated: GatedNet, batches: Iterator[Any], optimizer: Any, scheduler: 
     params = optimizer_params(optimizer)
     log = RecoverLog()
     every = max(1, -(-settings.recovery_steps // settings.checks))
-    best, best_acc = None, -1.0
+    best, best_acc, stale = None, -1.0, 0
     for step in range(settings.recovery_steps + 1):
         if step % every == 0 or step == settings.recovery_steps:
             recalibrate_bn(net, calib)
             acc = val_accuracy(net, val)
             log.checkpoints.append((step, acc))
             if acc > best_acc:
-                best, best_acc, log.best_step = copy.deepcopy(net.state_dict()), acc, step
-        if step == settings.recovery_steps:
+                best, best_acc, log.best_step, stale = (copy.deepcopy(net.state_dict()), acc,
+                                                         step, 0)
+            else:
+                stale += 1
+        if step == settings.recovery_steps or (settings.patience and stale >= settings.patience):
             break
         x, y, target = unpack(next(batches), device)
         logits = train_forward(net, x)

@@ -22,8 +22,9 @@ class RefineSettings:
     each round units are removed along the ``solver``'s direction (with ``solver_options``; on
     unit-norm gradients when ``normalize_gradients``) until the hardened cost reaches the
     round's share of the preference's target, ``1 - max_prune * (latency + size share)`` of
-    the start cost. Recovery phase, ``recovery_steps`` steps with the final masks (weights and
-    steps only), the best of ``checks`` checkpoints by validation accuracy kept.
+    the start cost. Recovery phase, up to ``recovery_steps`` steps with the final masks (weights
+    and steps only), the best of ``checks`` checkpoints by validation accuracy kept, stopped
+    after ``patience`` checkpoints in a row without a better one (0: never).
     ``distill``: ``distill_weight`` x KL(teacher || student) at ``distill_temperature`` in the
     task loss; ``divisor``: hardened groups keep a multiple of it; ``max_loss_ratio``: a task
     loss above this times its start value and above chance level stops the survivor;
@@ -31,7 +32,7 @@ class RefineSettings:
     examples decisions are made on (0: all of them)."""
 
     steps: int = 40
-    recovery_steps: int = 60
+    recovery_steps: int = 200
     lr: float = 1e-3
     step_lr: float = 1e-2
     prune_rounds: int = 4
@@ -45,16 +46,18 @@ class RefineSettings:
     max_prune: float = 0.3
     divisor: int = 8  # channel counts that are multiples of 8 keep CPU kernels fast
     max_loss_ratio: float = 10.0
-    checks: int = 4
+    checks: int = 5
+    patience: int = 2
     calib_batches: int = 4
     val_examples: int = 2000
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "recovery_steps", "prune_rounds", "batch_size", "divisor",
-                     "checks", "calib_batches", "val_examples", "seed"):
+                     "checks", "patience", "calib_batches", "val_examples", "seed"):
             value = getattr(self, name)
-            low = 0 if name in ("steps", "recovery_steps", "val_examples", "seed") else 1
+            low = 0 if name in ("steps", "recovery_steps", "patience", "val_examples",
+                                "seed") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"refine {name} must be an int >= {low}, got {value!r}")
         for name in ("lr", "step_lr", "distill_temperature", "max_loss_ratio"):

@@ -5,6 +5,7 @@ import pytest
 
 from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import Objective
+from hybridmoo.preference import gap_preference
 from hybridmoo.refine import RefineSettings, preference_from_front, refinement_preference
 
 FRONT = np.array([[-0.99, 4.0, 400.0],   # most accurate, slowest, largest
@@ -33,6 +34,24 @@ def test_extreme_points_of_a_three_objective_front():
 def test_bad_fronts_are_config_errors(F, index):
     with pytest.raises(ConfigError):
         preference_from_front(F, index)
+
+
+def test_gap_preference_aims_at_the_gap_next_to_the_point():
+    # a 2-D front with a wide gap between points 1 and 2 (minimisation)
+    F = np.array([[0.0, 1.0], [0.1, 0.9], [0.9, 0.1], [1.0, 0.0]])
+    ideal, nadir = F.min(axis=0), F.max(axis=0)
+    (p1, g1), (p2, g2) = gap_preference(F, 1, ideal, nadir), gap_preference(F, 2, ideal, nadir)
+    assert p1.sum() == pytest.approx(1.0) and np.all(p1 > 0)
+    assert p1[1] > 0.8 and p2[0] > 0.8  # each steps into the gap
+    # the step of 0.05 into a gap 0.8 wide adds a 0.05 x 0.8 slab
+    assert g1 == pytest.approx(0.05 * 0.8) and g2 == pytest.approx(0.05 * 0.8)
+    p0, g0 = gap_preference(F, 0, ideal, nadir)  # crowded on both sides: adds less
+    assert g0 < g1 / 2
+    # a front that is one point: every step adds the same, the preference is uniform
+    alone, _ = gap_preference(F[:1], 0, F[0], F[0])
+    assert np.allclose(alone, 0.5)
+    with pytest.raises(ConfigError):
+        gap_preference(F, 4, ideal, nadir)
 
 
 def test_search_objectives_map_onto_task_latency_size():
