@@ -85,13 +85,16 @@ def axis_of(objective: Objective) -> str | None:
 
 def refinement_preference(F: np.ndarray, index: int,
                           objectives: Sequence[Objective]) -> np.ndarray:
-    """Preference over (task, latency, size) of front row ``index``: the search objectives'
-    preferences summed per axis they map to; an axis no objective maps to gets the smallest
-    preference of the row (neither sought nor ignored). Sums to 1."""
-    if len(objectives) != np.asarray(F).shape[-1]:
+    """Preference over (task, latency, size) of front row ``index``, aimed at the gap next
+    to it on ``F``'s own normalisation (:func:`gap_preference`), the search objectives'
+    shares summed per axis they map to (:func:`axes_preference`). Sums to 1."""
+    F = np.asarray(F, dtype=np.float64)
+    if len(objectives) != F.shape[-1]:
         raise ConfigError(f"{len(objectives)} objectives for a front with "
-                          f"{np.asarray(F).shape[-1]} columns")
-    return axes_preference(preference_from_front(F, index), objectives)
+                          f"{F.shape[-1]} columns")
+    F = _checked_front(F, index)
+    return axes_preference(gap_preference(F, index, F.min(axis=0), F.max(axis=0))[0],
+                           objectives)
 
 
 def axes_preference(p: Sequence[float], objectives: Sequence[Objective]) -> np.ndarray:
