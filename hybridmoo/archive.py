@@ -81,6 +81,14 @@ class ParetoArchive:
     def __len__(self) -> int:
         return len(self.history)
 
+    def prefix(self, n: int) -> ParetoArchive:
+        """The archive as it was after its first ``n`` records (same normalisation)."""
+        then = ParetoArchive(self.objectives)
+        then._fixed = self._fixed
+        for result in self.history[:n]:
+            then.add(result)
+        return then
+
     def add(self, result: EvalResult) -> bool:
         """Record a result; returns True when it joins the front."""
         self.history.append(result)

@@ -25,7 +25,7 @@ import numpy as np
 from hybridmoo.archive import ParetoArchive
 from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import EvalResult, minimization_matrix
-from hybridmoo.preference import gap_preference, preference_from_front
+from hybridmoo.preference import gap_preference
 from hybridmoo.space import REFINED
 from hybridmoo.tasks import RefineFn, RefineJob
 
@@ -92,6 +92,7 @@ class Round:
     preferences: list[list[float]]
     skip: frozenset[str] = frozenset()  # survivors already refined (a round resumed)
     told: int | None = None  # evolutionary results the proposer had when the round started
+    start: int | None = None  # older journals: the records before the round's first one
     remaining: set[str] = field(default_factory=set)  # survivors whose record is not back
 
     def __post_init__(self) -> None:
@@ -192,10 +193,13 @@ class Scheduler:
         assert self.schedule is not None
         if self.pending is not None:
             self.active, self.pending = self.pending, None
-            if not self.active.preferences:  # an older journal: computed as it was then
-                F = minimization_matrix(self.active.survivors, archive.objectives)
-                self.active.preferences = [[round(float(v), 6) for v in
-                                            preference_from_front(F, i)] for i in range(len(F))]
+            if not self.active.preferences:  # an older journal: aimed as the round was
+                then = (archive if self.active.start is None
+                        else archive.prefix(self.active.start))
+                aimed = _gap_scores(then)
+                uniform = [round(1 / len(archive.objectives), 6)] * len(archive.objectives)
+                self.active.preferences = [aimed.get(s.key, (0.0, uniform))[1]
+                                           for s in self.active.survivors]
             return self.active
         survivors, prefs = choose_survivors(archive, self.schedule.survivors)
         if not survivors:
@@ -216,20 +220,27 @@ def choose_survivors(archive: ParetoArchive, k: int) -> tuple[list[EvalResult], 
     preferences (ordered along the first objective); a record refined before under the same
     preference is left out."""
     done = _refined_under(archive.history)
+    scores = _gap_scores(archive)
     front = archive.front
     F = minimization_matrix(front, archive.objectives)
-    ideal, nadir = archive.bounds()
-    scored = []
-    for i, r in enumerate(front):
-        if r.candidate.origin == REFINED or not r.ok:
-            continue
-        pref, gain = gap_preference(F, i, ideal, nadir)
-        p = [round(float(v), 6) for v in pref]
-        if not any(_same(p, q) for q in done.get(r.key, [])):
-            scored.append((gain, i, p))
+    scored = [(scores[r.key][0], i, scores[r.key][1]) for i, r in enumerate(front)
+              if r.candidate.origin != REFINED and r.ok
+              and not any(_same(scores[r.key][1], q) for q in done.get(r.key, []))]
     picks = sorted(scored, key=lambda t: (-t[0], t[1]))[:k]
     picks.sort(key=lambda t: (F[t[1], 0], t[1]))  # along the first objective
     return [front[i] for _, i, _ in picks], [p for _, _, p in picks]
+
+
+def _gap_scores(archive: ParetoArchive) -> dict[str, tuple[float, list[float]]]:
+    """Front record key -> (the hypervolume its gap-aimed step adds, its preference)."""
+    front = archive.front
+    F = minimization_matrix(front, archive.objectives)
+    ideal, nadir = archive.bounds()
+    out = {}
+    for i, r in enumerate(front):
+        pref, gain = gap_preference(F, i, ideal, nadir)
+        out[r.key] = (gain, [round(float(v), 6) for v in pref])
+    return out
 
 
 def _refined_under(history: list[EvalResult]) -> dict[str, list[Any]]:
@@ -259,16 +270,18 @@ def _unfinished_round(journaled: list[EvalResult], last: dict[str, Any] | None
         number = int(last["round"])
         survivors = [EvalResult.from_json(s) for s in last["survivors"]]
         prefs = [list(p) for p in last.get("preferences", [])]
-        told = last.get("told")
+        told, start = last.get("told"), None
     elif refined:
         number = int(refined[-1].info.get("round", 0))
         by_key = {r.key: r for r in journaled if r.candidate.origin != REFINED}
         survivors = [by_key[k] for k in refined[-1].info.get("round_survivors", [])
                      if k in by_key]
         prefs, told = [], refined[-1].info.get("told_before")
+        start = next(i for i, r in enumerate(journaled) if r.candidate.origin == REFINED
+                     and r.info.get("round", 0) == number)
     else:
         return None
     done = {p for r in refined if r.info.get("round") == number for p in r.candidate.parents}
     pending = Round(number, survivors, prefs, skip=frozenset(done),
-                    told=told if isinstance(told, int) else None)
+                    told=told if isinstance(told, int) else None, start=start)
     return pending if pending.remaining else None

@@ -88,7 +88,8 @@ def search(space: SearchSpace, evaluate: Callable[[dict[str, Any]], Mapping[str,
     fixes the hypervolume normalisation. ``run_dir`` journals every result; ``resume=True``
     continues a run from its journal. ``refine`` alternates evolution with gradient refinement
     of the front's survivors (:class:`RefineSchedule`). ``max_seconds`` also stops the search
-    (no new evaluation or refinement round starts after it; those running finish).
+    (no new evaluation, refinement round or refinement job starts after it; those running
+    finish; a round of ``RefineSchedule.refine`` in this process runs to its end).
     """
     objectives, constraints = _check_inputs(space, objectives, constraints, max_evals, seed)
     if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(
@@ -219,7 +220,15 @@ class _Loop:
 
     def _submit_jobs(self) -> None:
         """Hand the round's jobs to the backend, leaving one worker to evolution while it
-        goes on and has candidates (every free one when the proposer waits, or is done)."""
+        goes on and has candidates (every free one when the proposer waits, or is done).
+        Past ``max_seconds`` no job starts: the round ends with those running (a resume
+        refines the rest, as for a round a crash cut short)."""
+        if self.jobs and self.scheduler.out_of_time():
+            assert self.scheduler.active is not None
+            self.scheduler.active.remaining -= {job.survivor.key for job in self.jobs}
+            self.jobs.clear()
+            self.scheduler.finished()
+            return
         evolving = (self.scheduler.evolving() and self._budget_left() > 0
                     and not self.proposer_waits)
         while self.jobs and (self.refining == 0 or (

@@ -242,3 +242,28 @@ def overlapping(history) -> bool:
     evaluated = [r for r in history if r.candidate.origin != "refine" and "t0" in r.info]
     return bool(refined) and any(e.info["t0"] < r.info["t1"] and r.info["t0"] < e.info["t1"]
                                  for r in refined for e in evaluated)
+
+
+def test_no_refinement_job_starts_after_max_seconds(tmp_path):
+    """A round of 10 jobs of 0.3 s each in the final 0.5 s: the search ends at the deadline
+    plus the job running then, and a resume refines the rest of the round."""
+    import time
+
+    from hybridmoo.testing.refine import ToyRefineWorker
+
+    schedule = RefineSchedule(worker=ToyRefineWorker(delay=0.3), every=None, survivors=10,
+                              final_share=0.5)
+    start = time.monotonic()
+    result = search(SPACE, toy_evaluate, OBJECTIVES, algorithm="random", max_evals=10_000,
+                    seed=0, refine=schedule, max_seconds=1.0, run_dir=tmp_path / "run",
+                    progress=False)
+    assert time.monotonic() - start < 1.0 + 0.3 + 0.5  # 10 jobs would take 3 s
+    refined = [r for r in result.history if r.candidate.origin == "refine"]
+    assert 1 <= len(refined) <= 3
+    resumed = search(SPACE, toy_evaluate, OBJECTIVES, algorithm="random", max_evals=10_000,
+                     seed=0, refine=RefineSchedule(worker=ToyRefineWorker(delay=0.0),
+                                                   every=None, survivors=10, final_share=0.5),
+                     max_seconds=5.0, run_dir=tmp_path / "run", resume=True, progress=False)
+    again = [r for r in resumed.history if r.candidate.origin == "refine"]
+    first_round = {p for r in again if r.info["round"] == 1 for p in r.candidate.parents}
+    assert len(first_round) == len(result.history[-len(refined)].info["round_survivors"])

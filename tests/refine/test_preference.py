@@ -74,7 +74,7 @@ def test_settings_validate_and_reject_unknown_keys():
     assert s.steps == 5 and s.to_dict()["solver_options"] == {"c": 0.2}
     for bad in ({"stepz": 3}, {"solver": "nope"}, {"steps": -1}, {"lr": -1.0},
                 {"gate_init": 1.0}, {"max_loss_ratio": 1.0}, {"distill": "yes"},
-                {"max_prune": 1.0}, {"prune_rounds": 0}, {"step_lr": 0.0},
+                {"max_prune": 1.0}, {"prune_rounds": 0}, {"step_lr": 0.0}, {"patience": -1},
                 {"solver": "mgda", "solver_options": {"c": 0.2}}, {"distill_weight": 2.0}):
         with pytest.raises(ConfigError) as info:
             RefineSettings.from_dict(bad)

@@ -78,6 +78,22 @@ def test_a_refinement_that_does_not_help_is_rolled_back(weak, data):
     assert all(torch.equal(before[k], v) for k, v in weak.state_dict().items())
 
 
+
+def test_recovery_stops_after_patience_checkpoints_without_a_better_one(weak, data):
+    # on validation examples the parent already gets right no checkpoint beats the first
+    x, y = data.val.tensors
+    with torch.no_grad():
+        right = weak.eval()(x).argmax(-1) == y
+    solved = copy.copy(data)
+    solved.val = torch.utils.data.TensorDataset(x[right], y[right])
+    common = {"steps": 0, "recovery_steps": 40, "checks": 4, "seed": 0, "distill": False}
+    out = refine_network(weak, data=solved, preference=ACCURACY_ONLY,
+                         settings=RefineSettings(**common, patience=1))
+    assert len(out.recovery_losses) == 10 and [s for s, _ in out.checkpoints] == [0, 10]
+    out = refine_network(weak, data=solved, preference=ACCURACY_ONLY,
+                         settings=RefineSettings(**common, patience=0))  # never stops early
+    assert len(out.recovery_losses) == 40 and len(out.checkpoints) == 5
+
 def test_the_verdict_weighs_relative_gains_by_the_preference():
     from hybridmoo.refine.decide import judge
 
