@@ -233,7 +233,7 @@ class _Loop:
                     and not self.proposer_waits)
         while self.jobs and (self.refining == 0 or (
                 self.backend.in_flight < self.backend.capacity
-                and (not evolving or self.refining < self.backend.capacity - 1))):
+                and (not evolving or self.refining < self.backend.workers - 1))):
             self.backend.submit(self.jobs.popleft())
             self.refining += 1
 

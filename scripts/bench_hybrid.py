@@ -41,6 +41,10 @@ front's hypervolume on test metrics over the serial one's; exit code 1 when the 
 under 90 %.
 
     OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --seeds 5 --budget-s 240
+    # or seeds in parallel processes, then one verdict over the rows kept in --out:
+    OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --seeds 3 --budget-s 240 &
+    OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --first-seed 3 --seeds 2 --budget-s 240
+    python scripts/bench_hybrid.py --seeds 5 --summarize
     OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --quick       # minutes on 2 cores
     OMP_NUM_THREADS=1 python scripts/bench_hybrid.py --quick --backend ray
 """
@@ -277,6 +281,9 @@ def main() -> int:
     parser.add_argument("--backend", default="local", choices=("local", "ray"),
                         help="ray: refinement on the actors vs serial rounds (module doc)")
     parser.add_argument("--workers", type=int, default=2, help="ray: actors")
+    parser.add_argument("--summarize", action="store_true",
+                        help="only the table and verdict of the seeds' rows kept in --out "
+                             "(runs of different seeds in parallel, then one verdict)")
     args = parser.parse_args()
     if args.backend == "ray":
         return main_ray(args, parser)
@@ -289,8 +296,12 @@ def main() -> int:
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variant(s) {sorted(unknown)}; choose from {list(VARIANTS)}")
+    rows_file = args.out / f"rows_{args.data}.jsonl"  # every seed's rows, kept across runs
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    if args.summarize:
+        return summarize(rows_from(rows_file, seeds), variants)
     rows = []
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
+    for seed in seeds:
         sn, data = supernet_for(seed, args)
         fronts, info, networks = {}, {}, {}
         budget = args.budget_s
@@ -316,6 +327,26 @@ def main() -> int:
             rows.append({"seed": seed, "variant": variant, "hv": hv[variant], "seconds": seconds,
                          "records": n, "front": size, "refined_on_front": refined})
             print(json.dumps(rows[-1]), flush=True)
+            with rows_file.open("a") as f:
+                f.write(json.dumps(rows[-1]) + "\n")
+    return summarize(rows, variants)
+
+
+def rows_from(path: Path, seeds: range) -> list[dict]:
+    """The last row per (seed, variant) of ``path`` for ``seeds`` (later runs win)."""
+    if not path.is_file():
+        sys.exit(f"--summarize: {path} does not exist (run the benchmark first)")
+    last = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row["seed"] in seeds:
+            last[row["seed"], row["variant"]] = row
+    return [last[k] for k in sorted(last)]
+
+
+def summarize(rows: list[dict], variants: list[str]) -> int:
+    """The table, the ratios with bootstrap intervals and the verdict (exit code)."""
+    n_seeds = len({r["seed"] for r in rows})
     print("\n| variant | HV mean (test) | HV per seed | seconds | records | front (refined) |")
     print("|---|---|---|---|---|---|")
     for variant in variants:
@@ -339,7 +370,7 @@ def main() -> int:
     (mean, low, _), (aa, _, aa_high) = summary["hybrid"], summary[AGAIN]
     met = mean >= TARGET and low > aa_high
     print(f"hybrid/evolution {mean:.3f} [{low:.3f}, {summary['hybrid'][2]:.3f}], A/A {aa:.3f} "
-          f"[{summary[AGAIN][1]:.3f}, {aa_high:.3f}] over {args.seeds} seeds on test metrics: "
+          f"[{summary[AGAIN][1]:.3f}, {aa_high:.3f}] over {n_seeds} seeds on test metrics: "
           f"target >= {TARGET} with its interval above the A/A one: "
           f"{'met' if met else 'MISSED'}")
     return 0 if met else 1

@@ -11,7 +11,8 @@ R = TypeVar("R")
 
 
 class Backend(ABC, Generic[T, R]):
-    """Runs ``fn(item)`` for submitted items; at most ``capacity`` run at the same time.
+    """Runs ``fn(item)`` for submitted items on ``workers`` workers, at most ``capacity``
+    items submitted and not yet returned (more than ``workers`` when items wait on a worker).
 
     Use as a context manager (``start`` then ``close``). ``next_done()`` blocks until one
     submitted item is finished and returns ``(item, fn(item))``; ``fn`` is expected not to raise
@@ -19,6 +20,7 @@ class Backend(ABC, Generic[T, R]):
     """
 
     capacity: int = 1
+    workers: int = 1
 
     def __enter__(self) -> Backend[T, R]:
         return self

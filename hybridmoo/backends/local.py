@@ -18,7 +18,7 @@ class LocalBackend(Backend[Any, Any]):
     def __init__(self, workers: int = 1) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"workers must be an int >= 1, got {workers!r}")
-        self.capacity = workers
+        self.capacity = self.workers = workers
         self._fn: Callable[[Any], Any] | None = None
         self._queue: deque[Any] = deque()
         self._futures: dict[Future[Any], Any] = {}

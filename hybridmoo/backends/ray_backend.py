@@ -3,11 +3,13 @@
 The function given to :meth:`RayBackend.start` (an :class:`~hybridmoo.objectives.EvaluationTask`
 or a :class:`~hybridmoo.tasks.SearchTask`, which also refines survivors; either may hold a
 supernet's weights) goes into the object store once; every actor is built from that one
-reference. Each actor runs one item at a time, so the driver always knows what a dead
-actor was doing: an actor whose process dies is replaced and its item retried (``max_retries``
-times, then recorded as failed); an item running past ``timeout_s`` is recorded as failed and
-its actor killed and replaced; a lost item's record is the task's ``failed(item, reason)``.
-Every submitted item comes back from :meth:`next_done` once.
+reference. Each actor runs one item at a time and holds at most ``QUEUE_DEPTH`` (the next one
+waits on the actor, so an actor never idles while the driver fits its model or asks for the
+next candidate); the driver knows which item each actor runs: an actor whose process dies is
+replaced, the item it ran retried (``max_retries`` times, then recorded as failed) and the one
+waiting behind it submitted again; an item running past ``timeout_s`` (counted from when it
+starts) is recorded as failed and its actor killed and replaced; a lost item's record is the
+task's ``failed(item, reason)``. Every submitted item comes back from :meth:`next_done` once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from hybridmoo.backends.ray_cluster import Connection, check_resources, connect,
 from hybridmoo.errors import ConfigError, HybridMooError, one_line
 
 OPTIONS = ("address", "num_cpus", "num_gpus", "timeout_s", "max_retries")
+QUEUE_DEPTH = 2  # items per actor: the one it runs and the next, waiting on the actor
 
 
 class RayBackendError(HybridMooError, RuntimeError):
@@ -59,7 +62,7 @@ class _Job:
     item: Any
     actor: Any
     attempt: int  # 0 on the first run; counts runs lost to a dead actor
-    deadline: float  # time.monotonic() after which the item counts as hung
+    deadline: float  # time.monotonic() after which it counts as hung (inf while it waits)
 
 
 class RayBackend(Backend[Any, Any]):
@@ -78,7 +81,8 @@ class RayBackend(Backend[Any, Any]):
                  max_retries: int = 2) -> None:
         check_options(workers=workers, address=address, num_cpus=num_cpus, num_gpus=num_gpus,
                       timeout_s=timeout_s, max_retries=max_retries)
-        self.capacity = workers
+        self.workers = workers
+        self.capacity = workers * QUEUE_DEPTH  # items accepted at once (see QUEUE_DEPTH)
         self.address, self.num_cpus, self.num_gpus = address, float(num_cpus), float(num_gpus)
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self.replaced = 0  # actors replaced after dying or hanging (for tests and logs)
@@ -86,9 +90,9 @@ class RayBackend(Backend[Any, Any]):
         self._fn: Callable[[Any], Any] | None = None
         self._fn_ref: Any = None
         self._by_value: list[ModuleType] = []
-        self._idle: list[Any] = []
+        self._on: dict[Any, list[Any]] = {}  # ready actor -> run() references on it, in order
         self._starting: dict[Any, Any] = {}  # ready() reference -> actor being built
-        self._running: dict[Any, _Job] = {}  # run() reference -> job
+        self._running: dict[Any, _Job] = {}  # run() reference -> job (running or waiting)
         self._queue: deque[tuple[Any, int]] = deque()  # (item, attempt) waiting for an actor
         self._done: deque[tuple[Any, Any]] = deque()  # finished without a reference (timeouts)
         self._start_failures = 0
@@ -104,11 +108,11 @@ class RayBackend(Backend[Any, Any]):
 
         self._kill_actors()
         if self._connection is None:
-            self._connection = connect(self.address, self.capacity * self.num_cpus)
+            self._connection = connect(self.address, self.workers * self.num_cpus)
             check_resources(self.num_cpus, self.num_gpus)
         self._ship_by_value(fn)
         self._fn, self._fn_ref = fn, ray.put(fn)
-        for _ in range(self.capacity):
+        for _ in range(self.workers):
             self._spawn()
 
     def submit(self, item: Any) -> None:
@@ -159,31 +163,44 @@ class RayBackend(Backend[Any, Any]):
         actor = _actor_class().options(**options).remote(self._fn_ref)
         self._starting[actor.ready.remote()] = actor
 
-    def _replace(self, actor: Any) -> None:
+    def _replace(self, actor: Any) -> list[_Job]:
+        """Kill ``actor`` and start another; returns the jobs that were on it (in order)."""
         import ray
 
+        lost = [self._running.pop(ref) for ref in self._on.pop(actor, []) if ref in self._running]
         ray.kill(actor, no_restart=True)
         self.replaced += 1
         self._spawn()
+        return lost
 
     def _kill_actors(self) -> None:
-        if not (self._idle or self._starting or self._running):
+        if not (self._on or self._starting or self._running):
             return
         import ray
 
-        for actor in [*self._idle, *self._starting.values(),
-                      *(job.actor for job in self._running.values())]:
+        for actor in [*self._on, *self._starting.values()]:
             ray.kill(actor, no_restart=True)
-        self._idle.clear()
+        self._on.clear()
         self._starting.clear()
         self._running.clear()
 
     def _dispatch(self) -> None:
-        while self._queue and self._idle:
+        while self._queue:
+            free = [a for a, refs in self._on.items() if len(refs) < QUEUE_DEPTH]
+            if not free:
+                return
+            actor = min(free, key=lambda a: len(self._on[a]))  # an idle one first
             item, attempt = self._queue.popleft()
-            actor = self._idle.pop()
-            deadline = time.monotonic() + self.timeout_s if self.timeout_s else math.inf
-            self._running[actor.run.remote(item)] = _Job(item, actor, attempt, deadline)
+            ref = actor.run.remote(item)
+            self._running[ref] = _Job(item, actor, attempt, math.inf)
+            self._on[actor].append(ref)
+            self._started(actor)
+
+    def _started(self, actor: Any) -> None:
+        """The first item on ``actor`` runs now: its timeout clock starts."""
+        refs = self._on.get(actor)
+        if refs and self.timeout_s and self._running[refs[0]].deadline == math.inf:
+            self._running[refs[0]].deadline = time.monotonic() + self.timeout_s
 
     # -- results ---------------------------------------------------------------------------
 
@@ -203,25 +220,33 @@ class RayBackend(Backend[Any, Any]):
                 self._replace(actor)
                 return
             self._start_failures = 0
-            self._idle.append(actor)
+            self._on[actor] = []
             return
-        job = self._running.pop(ref)
+        job = self._running[ref]
         try:
             result = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
-            self._replace(job.actor)
-            if job.attempt < self.max_retries:
-                self._queue.appendleft((job.item, job.attempt + 1))
+            # the item it ran is retried; the ones waiting behind it never ran: sent again
+            running, *waiting = self._replace(job.actor)
+            for other in reversed(waiting):
+                self._queue.appendleft((other.item, other.attempt))
+            if running.attempt < self.max_retries:
+                self._queue.appendleft((running.item, running.attempt + 1))
             else:
-                self._fail(job.item, f"evaluator process died {job.attempt + 1} times "
-                                     f"(last: {_last_line(exc)})")
+                self._fail(running.item, f"evaluator process died {running.attempt + 1} times "
+                                         f"(last: {_last_line(exc)})")
             return
         except ray.exceptions.RayTaskError as exc:  # a plain fn raised: hand its error on
-            self._idle.append(job.actor)
+            self._finished(ref, job)
             cause = getattr(exc, "cause", None)
             raise (cause if isinstance(cause, BaseException) else exc) from None
-        self._idle.append(job.actor)
+        self._finished(ref, job)
         self._done.append((job.item, result))
+
+    def _finished(self, ref: Any, job: _Job) -> None:
+        del self._running[ref]
+        self._on[job.actor].remove(ref)
+        self._started(job.actor)
 
     def _wait_s(self) -> float | None:
         deadlines = [job.deadline for job in self._running.values()]
@@ -230,11 +255,12 @@ class RayBackend(Backend[Any, Any]):
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for ref, job in list(self._running.items()):
-            if job.deadline <= now:
-                del self._running[ref]
-                self._replace(job.actor)
-                self._fail(job.item, f"timed out after {self.timeout_s:g}s")
+        for job in list(self._running.values()):
+            if job.deadline <= now and job.actor in self._on:
+                hung, *waiting = self._replace(job.actor)
+                for other in reversed(waiting):  # they never ran: sent again
+                    self._queue.appendleft((other.item, other.attempt))
+                self._fail(hung.item, f"timed out after {self.timeout_s:g}s")
 
     def _fail(self, item: Any, reason: str) -> None:
         """A lost item: the task's failed record for it (an evaluation task's items), else

@@ -58,7 +58,7 @@ class BackendConformance:
             assert len(list(stream)) == 4
 
     def test_a_slow_item_does_not_hold_back_a_finished_one(self, backend, tmp_path) -> None:
-        if backend.capacity < 2:
+        if backend.workers < 2:
             pytest.skip("one item at a time")
         gate = tmp_path / "gate"
         with backend:

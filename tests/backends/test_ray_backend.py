@@ -143,6 +143,32 @@ def _pairs(backend, evaluate, items):
     return [backend.next_done() for _ in items]
 
 
+
+def started_at(seconds):
+    """When this call started (wall-clock), after sleeping ``seconds``."""
+    start = time.time()
+    time.sleep(seconds)
+    return start
+
+
+def test_an_actor_starts_its_next_item_while_the_driver_is_busy(ray_cluster):
+    # 2 actors take 4 items of 0.5 s at once; the driver then looks away for 1.5 s (as while
+    # it fits a surrogate): the second item on each actor starts when the first ends
+    with RayBackend(workers=2) as backend:
+        assert backend.capacity == 4
+        backend.start(started_at)
+        deadline = time.monotonic() + 60
+        while len(backend._on) < 2 and time.monotonic() < deadline:  # until both actors are up
+            backend.submit(0.0)
+            backend.next_done()
+        submitted = time.time()
+        for _ in range(4):
+            backend.submit(0.5)
+        time.sleep(1.5)
+        starts = sorted(backend.next_done()[1] for _ in range(4))
+    assert starts[3] - submitted < 1.2  # with one item per actor: after 1.5 s
+
+
 def test_plain_functions_raise_like_the_local_backend(ray_cluster):
     with RayBackend(workers=1) as backend, pytest.raises(ZeroDivisionError):
         list(backend.map(lambda x: 1 / x, [1, 0]))
@@ -178,7 +204,7 @@ def test_bad_options(options, message):
 
 def test_make_backend_passes_ray_options_and_rejects_unknown_ones():
     backend = make_backend("ray", 3, num_cpus=0.5, timeout_s=9)
-    assert isinstance(backend, RayBackend) and backend.capacity == 3
+    assert isinstance(backend, RayBackend) and backend.workers == 3
     assert (backend.num_cpus, backend.timeout_s) == (0.5, 9)
     with pytest.raises(ConfigError, match="has no option 'timeout'"):
         make_backend("ray", 1, timeout=3)

@@ -26,7 +26,7 @@ def test_ray_options_build_the_backend(tmp_path):
     config = load_run_config(path)
     assert config.ray == {"num_cpus": 0.5, "num_gpus": 0.25, "timeout_s": 30, "max_retries": 1}
     backend = config.search_kwargs()["backend"]
-    assert isinstance(backend, RayBackend) and backend.capacity == 3
+    assert isinstance(backend, RayBackend) and backend.workers == 3
     assert (backend.num_gpus, backend.timeout_s, backend.max_retries) == (0.25, 30, 1)
 
 
