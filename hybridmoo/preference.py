@@ -1,10 +1,12 @@
 """Preferences for refining a front's survivors: aimed at the front's gaps, or by position.
 
 :func:`gap_preference` (what the search's rounds use) aims a survivor at the hypervolume gap
-next to it: objective ``k`` gets a share of the hypervolume that a small step along ``k``
-alone would add (``STEP`` of the normalised range), so a point beside a wide gap in cost is
-pruned towards it and a point crowded on cost but alone in accuracy is fine-tuned for
-accuracy. The largest of those gains says how much refining it can add.
+next to it: objective ``k`` gets a share of the hypervolume that the move refinement can make
+along ``k`` alone would add. Refinement moves objectives by a share of their value (pruning
+removes a share of the cost, fine-tuning lifts accuracy by a share), so the move is relative:
+``step_k`` of the point's own value (``STEP`` until refinements have shown what they achieve,
+see :func:`hybridmoo.scheduling.expected_steps`). The largest of those gains says how much
+refining the point can add.
 
 :func:`preference_from_front` says which objectives a point is good at: with the front
 normalised per objective to ``z = (f - ideal) / (nadir - ideal)`` in [0, 1] (minimisation
@@ -24,7 +26,7 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import Objective
 
 FLOOR = 0.05
-STEP = 0.05  # gap_preference's step, in units of the normalised range of each objective
+STEP = 0.03  # gap_preference's step: a share of the point's own value per objective
 AXES = ("task", "latency", "size")
 _KEYWORDS = {
     "task": ("acc", "err", "loss", "top1", "top5"),
@@ -48,24 +50,28 @@ def preference_from_front(F: np.ndarray, index: int, floor: float = FLOOR) -> np
 
 
 def gap_preference(F: np.ndarray, index: int, ideal: np.ndarray, nadir: np.ndarray,
-                   step: float = STEP, floor: float = FLOOR) -> tuple[np.ndarray, float]:
+                   step: float | Sequence[float] = STEP, floor: float = FLOOR
+                   ) -> tuple[np.ndarray, float]:
     """Preference (sums to 1, every entry > 0) of row ``index`` of the front ``F`` (n x m,
     minimisation form) aimed at the gap next to it, and the largest gain: ``gain_k`` is the
     hypervolume (normalised by ``ideal`` / ``nadir``, as :func:`hybridmoo.archive.hypervolume`)
-    that moving the row by ``step`` of the range along objective ``k`` alone adds, and
-    ``p_k ∝ gain_k / sum(gain) + floor`` (uniform when no step adds anything)."""
+    that improving the row's objective ``k`` alone by ``step_k`` of its own value (of the
+    range where the value is 0) adds; ``p_k ∝ gain_k / sum(gain) + floor`` (uniform when no
+    move adds anything). ``step``: one share for every objective, or one per objective."""
     from hybridmoo.archive import hypervolume
 
     F = _checked_front(F, index)
-    if not (isinstance(step, int | float) and step > 0):
-        raise ConfigError(f"step must be a positive number, got {step!r}")
+    steps = np.broadcast_to(np.asarray(step, dtype=np.float64), (F.shape[1],))
+    if not np.all(np.isfinite(steps)) or np.any(steps <= 0):
+        raise ConfigError(f"step must be positive numbers, got {step!r}")
     ideal, nadir = np.asarray(ideal, dtype=np.float64), np.asarray(nadir, dtype=np.float64)
     span = np.where(nadir - ideal > 0, nadir - ideal, 1.0)
+    scale = np.where(F[index] != 0, np.abs(F[index]), span)
     base = hypervolume(F, ideal, nadir)
     gains = np.zeros(F.shape[1])
     for k in range(F.shape[1]):
         moved = F.copy()
-        moved[index, k] -= step * span[k]
+        moved[index, k] -= steps[k] * scale[k]
         gains[k] = max(hypervolume(moved, ideal, nadir) - base, 0.0)
     share = gains / gains.sum() if gains.sum() > 0 else np.full(len(gains), 1 / len(gains))
     p = share + floor

@@ -8,9 +8,11 @@ budgets, ``final_share``, rounds a crash cut short and survivor choice lives her
 
 Survivors are chosen by what they can add: each front record (not a refined one) gets the
 preference aimed at the hypervolume gap next to it (:func:`hybridmoo.preference.gap_preference`,
-on the archive's normalisation: the hypervolume a small step along each objective would add),
-and the records whose step adds most are refined first. A record already refined under the
-same preference (within ``PREFERENCE_TOLERANCE`` per objective) is left out.
+on the archive's normalisation: the hypervolume that the move refinement makes would add along
+each objective), and the records whose move adds most are refined first. The move is what
+refinement has achieved so far (:func:`expected_steps`), so the choice learns, during the
+search, whether lifting accuracy or cutting cost pays on this task. A record already refined
+under the same preference (within ``PREFERENCE_TOLERANCE`` per objective) is left out.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import numpy as np
 from hybridmoo.archive import ParetoArchive
 from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import EvalResult, minimization_matrix
-from hybridmoo.preference import gap_preference
+from hybridmoo.preference import STEP, gap_preference
 from hybridmoo.space import REFINED
 from hybridmoo.tasks import RefineFn, RefineJob
 
 PREFERENCE_TOLERANCE = 0.01  # preferences this close on every objective count as the same
+MIN_STEP = 1e-3  # an objective refinement has not improved still counts a little
 
 
 @dataclass(frozen=True)
@@ -232,15 +235,32 @@ def choose_survivors(archive: ParetoArchive, k: int) -> tuple[list[EvalResult], 
 
 
 def _gap_scores(archive: ParetoArchive) -> dict[str, tuple[float, list[float]]]:
-    """Front record key -> (the hypervolume its gap-aimed step adds, its preference)."""
+    """Front record key -> (the hypervolume its gap-aimed move adds, its preference)."""
     front = archive.front
     F = minimization_matrix(front, archive.objectives)
     ideal, nadir = archive.bounds()
+    steps = expected_steps(archive)
     out = {}
     for i, r in enumerate(front):
-        pref, gain = gap_preference(F, i, ideal, nadir)
+        pref, gain = gap_preference(F, i, ideal, nadir, step=steps)
         out[r.key] = (gain, [round(float(v), 6) for v in pref])
     return out
+
+
+def expected_steps(archive: ParetoArchive) -> np.ndarray:
+    """Per objective, the share of its value refinement improved so far: the median over
+    successful refined records of ``(parent - child) / |parent|`` (minimisation form), at
+    least ``MIN_STEP``; ``STEP`` for every objective before any refined record."""
+    by_key = {r.key: r for r in archive.history}
+    pairs = [(by_key[r.candidate.parents[0]], r) for r in archive.history
+             if r.candidate.origin == REFINED and r.ok and r.candidate.parents
+             and r.candidate.parents[0] in by_key and by_key[r.candidate.parents[0]].ok]
+    if not pairs:
+        return np.full(len(archive.objectives), STEP)
+    parents = minimization_matrix([p for p, _ in pairs], archive.objectives)
+    children = minimization_matrix([c for _, c in pairs], archive.objectives)
+    scale = np.where(parents != 0, np.abs(parents), 1.0)
+    return np.maximum(np.median((parents - children) / scale, axis=0), MIN_STEP)
 
 
 def _refined_under(history: list[EvalResult]) -> dict[str, list[Any]]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from hybridmoo import Candidate, EvalResult, Objective
 from hybridmoo.archive import ParetoArchive
-from hybridmoo.scheduling import RefineSchedule, Scheduler, choose_survivors
+from hybridmoo.scheduling import RefineSchedule, Scheduler, choose_survivors, expected_steps
 
 OBJECTIVES = (Objective("error", "min"), Objective("cost", "min"))
 
@@ -30,6 +32,19 @@ def test_survivors_are_the_points_that_add_most_hypervolume_aimed_at_the_gap():
     assert [s.config["i"] for s in survivors] == [2, 3]  # the two next to the gap
     # each is aimed into the gap: the accurate one at less cost, the cheap one at less error
     assert len(prefs) == 2 and prefs[0][1] > 0.8 > prefs[0][0] and prefs[1][0] > 0.8
+
+
+def test_the_expected_move_is_what_refinement_achieved_so_far():
+    archive = archive_of(POINTS[1:])
+    assert np.allclose(expected_steps(archive), 0.03)  # nothing refined yet: the prior
+    parent = archive.front[0]  # error 0.05, cost 0.95
+    archive.add(EvalResult(Candidate({"i": 99}, "refine", (parent.key,)),
+                           {"error": 0.04, "cost": 0.95}))
+    # a fifth less error, no cost change (counts a little, never nothing)
+    assert np.allclose(expected_steps(archive), [0.2, 1e-3])
+    # the choice follows: with cost moves this small every survivor is aimed at its error
+    _, prefs = choose_survivors(archive, 3)
+    assert all(p[0] > p[1] for p in prefs)
 
 
 def test_a_survivor_refined_under_the_same_preference_is_not_refined_again():

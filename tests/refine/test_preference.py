@@ -40,18 +40,23 @@ def test_gap_preference_aims_at_the_gap_next_to_the_point():
     # a 2-D front with a wide gap between points 1 and 2 (minimisation)
     F = np.array([[0.0, 1.0], [0.1, 0.9], [0.9, 0.1], [1.0, 0.0]])
     ideal, nadir = F.min(axis=0), F.max(axis=0)
-    (p1, g1), (p2, g2) = gap_preference(F, 1, ideal, nadir), gap_preference(F, 2, ideal, nadir)
+    (p1, g1), (p2, g2) = (gap_preference(F, i, ideal, nadir, step=0.05) for i in (1, 2))
     assert p1.sum() == pytest.approx(1.0) and np.all(p1 > 0)
     assert p1[1] > 0.8 and p2[0] > 0.8  # each steps into the gap
-    # the step of 0.05 into a gap 0.8 wide adds a 0.05 x 0.8 slab
-    assert g1 == pytest.approx(0.05 * 0.8) and g2 == pytest.approx(0.05 * 0.8)
-    _, g0 = gap_preference(F, 0, ideal, nadir)  # crowded on both sides: adds less
+    # the move is relative: 5 % of 0.9 into a gap 0.8 wide adds a 0.045 x 0.8 slab
+    assert g1 == pytest.approx(0.05 * 0.9 * 0.8) and g2 == pytest.approx(g1)
+    _, g0 = gap_preference(F, 0, ideal, nadir, step=0.05)  # crowded on both sides: adds less
     assert g0 < g1 / 2
+    # one step per objective: a point whose cost cannot move turns to its error
+    p_err, _ = gap_preference(F, 1, ideal, nadir, step=[0.5, 1e-6])
+    assert p_err[0] > 0.8
     # a front that is one point: every step adds the same, the preference is uniform
-    alone, _ = gap_preference(F[:1], 0, F[0], F[0])
+    alone, _ = gap_preference(np.ones((1, 2)), 0, np.ones(2), np.ones(2))
     assert np.allclose(alone, 0.5)
     with pytest.raises(ConfigError):
         gap_preference(F, 4, ideal, nadir)
+    with pytest.raises(ConfigError):
+        gap_preference(F, 0, ideal, nadir, step=[0.1, 0.0])
 
 
 def test_search_objectives_map_onto_task_latency_size():
@@ -60,9 +65,9 @@ def test_search_objectives_map_onto_task_latency_size():
     first = refinement_preference(FRONT, 0, objectives)
     last = refinement_preference(FRONT, 2, objectives)
     assert first.sum() == pytest.approx(1.0) and np.all(first > 0)
-    # aimed at the gaps: the most accurate (largest) point at less cost, the smallest one at
-    # more accuracy (at the ends of the front only a thin slab lies beyond a point's own axis)
-    assert last[0] > 0.5 and first[0] < 0.3 and first[1] > last[1] and first[2] > last[2]
+    # aimed at the gaps: the smallest point at more accuracy, the largest more at less cost
+    # (at the ends of the front only a thin slab lies beyond a point's own axis)
+    assert last[0] > 0.5 and first[0] < last[0] and first[1] > last[1] and first[2] > last[2]
     two = refinement_preference(FRONT[:, :2], 2, objectives[:2])
     assert two[2] == pytest.approx(two.min())  # size: not an objective of this search
     with pytest.raises(ConfigError, match="maps to task"):
