@@ -3,9 +3,10 @@
 The function given to :meth:`RayBackend.start` (an :class:`~hybridmoo.objectives.EvaluationTask`
 or a :class:`~hybridmoo.tasks.SearchTask`, which also refines survivors; either may hold a
 supernet's weights) goes into the object store once; every actor is built from that one
-reference. Each actor runs one item at a time and holds at most ``QUEUE_DEPTH`` (the next one
-waits on the actor, so an actor never idles while the driver fits its model or asks for the
-next candidate); the driver knows which item each actor runs: an actor whose process dies is
+reference. Each actor runs one item at a time; when every actor is up and busy it holds the
+next one too (``QUEUE_DEPTH``: it waits on the actor, so the actor never idles while the
+driver fits its model or asks for the next candidate). The driver knows which item each actor
+runs: an actor whose process dies is
 replaced, the item it ran retried (``max_retries`` times, then recorded as failed) and the one
 waiting behind it submitted again; an item running past ``timeout_s`` (counted from when it
 starts) is recorded as failed and its actor killed and replaced; a lost item's record is the
@@ -186,10 +187,13 @@ class RayBackend(Backend[Any, Any]):
 
     def _dispatch(self) -> None:
         while self._queue:
-            free = [a for a, refs in self._on.items() if len(refs) < QUEUE_DEPTH]
+            idle = [a for a, refs in self._on.items() if not refs]
+            # an item waits behind another only when every actor is up and busy
+            free = idle or ([] if self._starting else
+                            [a for a, refs in self._on.items() if len(refs) < QUEUE_DEPTH])
             if not free:
                 return
-            actor = min(free, key=lambda a: len(self._on[a]))  # an idle one first
+            actor = free[0]
             item, attempt = self._queue.popleft()
             ref = actor.run.remote(item)
             self._running[ref] = _Job(item, actor, attempt, math.inf)
