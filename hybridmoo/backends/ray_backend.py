@@ -1,16 +1,16 @@
 """Evaluation on Ray actors: one evaluator actor per worker slot, results taken as they finish.
 
-The function given to :meth:`RayBackend.start` (an :class:`~hybridmoo.objectives.EvaluationTask`
-or a :class:`~hybridmoo.tasks.SearchTask`, which also refines survivors; either may hold a
-supernet's weights) goes into the object store once; every actor is built from that one
-reference. Each actor runs one item at a time; when every actor is up and busy it holds the
-next one too (``QUEUE_DEPTH``: it waits on the actor, so the actor never idles while the
-driver fits its model or asks for the next candidate). The driver knows which item each actor
-runs: an actor whose process dies is
-replaced, the item it ran retried (``max_retries`` times, then recorded as failed) and the one
-waiting behind it submitted again; an item running past ``timeout_s`` (counted from when it
-starts) is recorded as failed and its actor killed and replaced; a lost item's record is the
-task's ``failed(item, reason)``. Every submitted item comes back from :meth:`next_done` once.
+The function given to :meth:`RayBackend.start` (an
+:class:`~hybridmoo.objectives.EvaluationTask` or a :class:`~hybridmoo.tasks.SearchTask`, which
+also refines survivors; either may hold a supernet's weights) goes into the object store once;
+every actor is built from that one reference. Each actor runs one item at a time; when every
+actor is up and busy it holds the next one too (``QUEUE_DEPTH``: it waits on the actor, so the
+actor never idles while the driver fits its model or asks for the next candidate). The driver
+knows which item each actor runs: an actor whose process dies is replaced, the item it ran
+retried (``max_retries`` times, then recorded as failed) and the one waiting behind it
+submitted again; an item running past ``timeout_s`` (counted from when it starts) is recorded
+as failed and its actor killed and replaced; a lost item's record is the task's ``failed(item,
+reason)``. Every submitted item comes back from :meth:`next_done` once.
 """
 
 from __future__ import annotations
