@@ -18,7 +18,7 @@ TINY = {
                  "save_every": 4},
     "evaluation": {"repeats": 3, "warmup": 1},
     "max_evals": 6, "algorithm": "random", "seed": 0,
-    "refine": {"every": 3, "survivors": 2, "steps": 3},
+    "refine": {"every": 3, "survivors": 2, "steps": 3, "recovery_steps": 3},
 }
 
 
