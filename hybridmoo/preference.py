@@ -1,6 +1,6 @@
-"""Preferences for refining a front's survivors: aimed at the front's gaps, or by position.
+"""Preferences for refining a front's survivors, aimed at the front's gaps.
 
-:func:`gap_preference` (what the search's rounds use) aims a survivor at the hypervolume gap
+:func:`gap_preference` aims a survivor at the hypervolume gap
 next to it: objective ``k`` gets a share of the hypervolume that the move refinement can make
 along ``k`` alone would add. Refinement moves objectives by a share of their value (pruning
 removes a share of the cost, fine-tuning lifts accuracy by a share), so the move is relative:
@@ -8,11 +8,7 @@ removes a share of the cost, fine-tuning lifts accuracy by a share), so the move
 see :func:`hybridmoo.scheduling.expected_steps`). The largest of those gains says how much
 refining the point can add.
 
-:func:`preference_from_front` says which objectives a point is good at: with the front
-normalised per objective to ``z = (f - ideal) / (nadir - ideal)`` in [0, 1] (minimisation
-form, 0 = best on that axis), objective ``i`` gets ``p_i ∝ 1 - z_i + floor``.
-
-In both the ``floor`` keeps every entry > 0 (EPO needs it). The search's objectives are then
+The ``floor`` keeps every entry > 0 (EPO needs it). The search's objectives are then
 mapped by name onto the refinement's three (task, latency, size).
 """
 
@@ -33,20 +29,6 @@ _KEYWORDS = {
     "latency": ("latency", "time", "macs", "flops"),
     "size": ("size", "bytes", "param", "memory"),
 }
-
-
-def preference_from_front(F: np.ndarray, index: int, floor: float = FLOOR) -> np.ndarray:
-    """Preference (sums to 1, every entry > 0) of row ``index`` of the front ``F`` (n x m,
-    minimisation form): ``p_i ∝ 1 - z_i + floor`` with ``z`` the row normalised by the
-    front's ideal and nadir points (an axis where every point is equal counts as z = 0)."""
-    F = _checked_front(F, index)
-    if not (isinstance(floor, int | float) and floor > 0):
-        raise ConfigError(f"floor must be a positive number, got {floor!r}")
-    ideal, nadir = F.min(axis=0), F.max(axis=0)
-    span = nadir - ideal
-    z = np.where(span > 0, (F[index] - ideal) / np.where(span > 0, span, 1.0), 0.0)
-    p = 1.0 - z + floor
-    return p / p.sum()
 
 
 def gap_preference(F: np.ndarray, index: int, ideal: np.ndarray, nadir: np.ndarray,
@@ -94,11 +76,9 @@ def refinement_preference(F: np.ndarray, index: int,
     """Preference over (task, latency, size) of front row ``index``, aimed at the gap next
     to it on ``F``'s own normalisation (:func:`gap_preference`), the search objectives'
     shares summed per axis they map to (:func:`axes_preference`). Sums to 1."""
-    F = np.asarray(F, dtype=np.float64)
-    if len(objectives) != F.shape[-1]:
-        raise ConfigError(f"{len(objectives)} objectives for a front with "
-                          f"{F.shape[-1]} columns")
     F = _checked_front(F, index)
+    if len(objectives) != F.shape[1]:
+        raise ConfigError(f"{len(objectives)} objectives for a front with {F.shape[1]} columns")
     return axes_preference(gap_preference(F, index, F.min(axis=0), F.max(axis=0))[0],
                            objectives)
 

@@ -102,11 +102,7 @@ def run_variant(variant: str, sn, data, seed: int, args, budget_s: float
         # refinement as the pipeline runs it: jobs on the (local) backend, under the
         # preferences the search's scheduler aims at the front's gaps
         refiner, _, networks = serial_refinement(sn, data, seed, args, evaluator)
-
-        def keep(result, network):
-            networks[result.key] = network
-
-        jobs = {"worker": refiner.refine_job, "keep": keep}
+        jobs = {"worker": refiner.refine_job, "keep": keeper(networks)}
         if variant == "hybrid":
             refine = RefineSchedule(**jobs, every=args.every or None, survivors=args.survivors,
                                     final_round=args.final_share > 0,
@@ -147,6 +143,14 @@ def serial_refinement(sn, data, seed: int, args, evaluator) -> tuple:
     return refiner, step, networks
 
 
+def keeper(networks: dict):
+    """A ``RefineSchedule`` keep that files each refined network under its record's key."""
+    def keep(result, network):
+        networks[result.key] = network
+
+    return keep
+
+
 def run_on_ray(variant: str, sn, data, seed: int, args, budget_s: float, evaluator
                ) -> tuple[list, float, int, dict, dict]:
     """A hybrid search on ``args.workers`` Ray actors, refining serially in the driver or as
@@ -156,15 +160,12 @@ def run_on_ray(variant: str, sn, data, seed: int, args, budget_s: float, evaluat
 
     refiner, step, networks = serial_refinement(sn, data, seed, args, evaluator)
 
-    def keep(result, network):
-        networks[result.key] = network
-
     common = {"every": args.every or None, "survivors": args.survivors,
               "final_round": args.final_share > 0, "final_share": args.final_share}
     if variant == "serial":
         refine = RefineSchedule(step, **common)
     else:
-        refine = RefineSchedule(worker=refiner.refine_job, keep=keep,
+        refine = RefineSchedule(worker=refiner.refine_job, keep=keeper(networks),
                                 tell=variant == "actors", **common)
     backend = timed_backend(args.workers)
     start = time.monotonic()
@@ -308,8 +309,8 @@ def main() -> int:
         # a refinement running at the deadline runs to its end, so the variants with
         # refinement go first and evolution alone then gets the wall-clock the hybrid took
         # (refine-only's when there is no hybrid): the main ratio is at equal wall-clock
-        for variant in sorted(variants, key=lambda v: ("hybrid", "refine-only").index(v)
-                              if v in ("hybrid", "refine-only") else 2):
+        refining = [v for v in ("hybrid", "refine-only") if v in variants]
+        for variant in refining + [v for v in variants if v not in refining]:
             front, seconds, n, networks[variant] = run_variant(
                 variant, sn, data, seed, args, args.budget_s if variant == "refine-only"
                 else budget)

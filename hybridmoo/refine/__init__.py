@@ -8,10 +8,10 @@ the front, and is hardened back into a physically pruned timm network.
 Importing this package imports torch, timm and torch-pruning; ``import hybridmoo`` does not.
 """
 
-from hybridmoo.preference import preference_from_front, refinement_preference
+from hybridmoo.preference import gap_preference, refinement_preference
 from hybridmoo.refine.loop import OBJECTIVES, RefineOutcome, refine_network
 from hybridmoo.refine.refiner import Refiner
 from hybridmoo.refine.settings import RefineSettings
 
-__all__ = ["OBJECTIVES", "RefineOutcome", "RefineSettings", "Refiner", "preference_from_front",
+__all__ = ["OBJECTIVES", "RefineOutcome", "RefineSettings", "Refiner", "gap_preference",
            "refine_network", "refinement_preference"]

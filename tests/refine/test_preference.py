@@ -1,39 +1,22 @@
-"""Preferences from front positions, and the refinement settings."""
+"""Preferences aimed at the front's gaps, and the refinement settings."""
 
 import numpy as np
 import pytest
 
 from hybridmoo.errors import ConfigError
 from hybridmoo.objectives import Objective
-from hybridmoo.preference import gap_preference
-from hybridmoo.refine import RefineSettings, preference_from_front, refinement_preference
+from hybridmoo.refine import RefineSettings, gap_preference, refinement_preference
 
 FRONT = np.array([[-0.99, 4.0, 400.0],   # most accurate, slowest, largest
                   [-0.95, 2.0, 200.0],
                   [-0.80, 1.0, 100.0]])  # least accurate, fastest, smallest
 
 
-def test_extremes_prefer_their_own_objective_and_preferences_sum_to_one():
-    F = np.array([[0.0, 1.0], [0.3, 0.4], [1.0, 0.0]])
-    prefs = [preference_from_front(F, i) for i in range(3)]
-    assert all(p.sum() == pytest.approx(1.0) and np.all(p > 0) for p in prefs)
-    assert np.argmax(prefs[0]) == 0 and np.argmax(prefs[2]) == 1
-    assert prefs[0][0] > prefs[1][0] > prefs[2][0]  # monotone along the front
-    assert np.allclose(preference_from_front(F[:1], 0), [0.5, 0.5])
-
-
-def test_extreme_points_of_a_three_objective_front():
-    F = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.5, 0.5, 0.5]])
-    for i in range(3):
-        assert np.argmax(preference_from_front(F, i)) == i
-    assert np.allclose(preference_from_front(F, 3), 1 / 3)
-
-
 @pytest.mark.parametrize("F, index", [(np.zeros((0, 2)), 0), (np.array([[np.nan, 1.0]]), 0),
                                       (np.ones((2, 2)), 2), (np.ones(3), 0)])
 def test_bad_fronts_are_config_errors(F, index):
     with pytest.raises(ConfigError):
-        preference_from_front(F, index)
+        gap_preference(F, index, np.zeros(2), np.ones(2))
 
 
 def test_gap_preference_aims_at_the_gap_next_to_the_point():

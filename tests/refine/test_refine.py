@@ -62,14 +62,20 @@ def test_the_preference_steers_the_hardened_size_and_the_cost_model_agrees(weak,
     assert sizes[2] < 0.9 * out.initial_costs["bytes"]
 
 
+def solved_by(net, data):
+    """``data`` with only the validation examples ``net`` already gets right."""
+    x, y = data.val.tensors
+    with torch.no_grad():
+        right = net.eval()(x).argmax(-1) == y
+    solved = copy.copy(data)
+    solved.val = torch.utils.data.TensorDataset(x[right], y[right])
+    return solved
+
+
 def test_a_refinement_that_does_not_help_is_rolled_back(weak, data):
     # validation examples the parent already gets right: accuracy cannot improve on them, and
     # an accuracy-only preference prunes nothing, so no refinement can help
-    x, y = data.val.tensors
-    with torch.no_grad():
-        right = weak.eval()(x).argmax(-1) == y
-    solved = copy.copy(data)
-    solved.val = torch.utils.data.TensorDataset(x[right], y[right])
+    solved = solved_by(weak, data)
     before = _state(weak)
     out = refine_network(weak, data=solved, preference=ACCURACY_ONLY,
                          settings=RefineSettings(**SHORT, distill=False))
@@ -81,11 +87,7 @@ def test_a_refinement_that_does_not_help_is_rolled_back(weak, data):
 
 def test_recovery_stops_after_patience_checkpoints_without_a_better_one(weak, data):
     # on validation examples the parent already gets right no checkpoint beats the first
-    x, y = data.val.tensors
-    with torch.no_grad():
-        right = weak.eval()(x).argmax(-1) == y
-    solved = copy.copy(data)
-    solved.val = torch.utils.data.TensorDataset(x[right], y[right])
+    solved = solved_by(weak, data)
     common = {"steps": 0, "recovery_steps": 40, "checks": 4, "seed": 0, "distill": False}
     out = refine_network(weak, data=solved, preference=ACCURACY_ONLY,
                          settings=RefineSettings(**common, patience=1))
