@@ -179,7 +179,7 @@ def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,
 
     options = dict(cfg.refine)
     every, survivors = options.pop("every"), options.pop("survivors")
-    final_share = options.pop("final_share")
+    final_share, front = options.pop("final_share"), options.pop("front")
     # the fitted latency model, when the run has one, is refinement's latency surrogate too
     model = evaluator.latency if not isinstance(evaluator.latency, str) else None
     refiner = Refiner(supernet, data, RefineSettings.from_dict(options),
@@ -187,7 +187,7 @@ def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,
                       teacher=_user_model(cfg, data))
 
     return RefineSchedule(worker=refiner.refine_job, keep=_Keep(run_dir), every=every,
-                          survivors=survivors, final_share=final_share)
+                          survivors=survivors, final_share=final_share, front_round=front)
 
 
 class _Keep:

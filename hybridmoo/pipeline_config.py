@@ -27,6 +27,8 @@
       survivors: 4              # front points refined per round
       final_share: 0            # with max_seconds: share of it kept for rounds on the final
                                 #   front (they repeat until the time is up)
+      front: true               # the final phase opens with front tuning: the supernet's
+                                #   weights fine-tuned on the whole front (front_steps)
       steps: 40                 # and any other RefineSettings key
       solver: linear
     export: true                # export the final front (run_dir/export/)
@@ -55,7 +57,7 @@ from hybridmoo.loading import did_you_mean
 PIPELINE_KEYS = ("supernet", "evaluation", "objectives", "algorithm", "algorithm_options",
                  "max_evals", "max_seconds", "seed", "refine", "export", "report", "run_dir",
                  "backend", "workers", "ray")
-SCHEDULE_KEYS = ("every", "survivors", "final_share")
+SCHEDULE_KEYS = ("every", "survivors", "final_share", "front")
 OBJECTIVE_NAMES = ("accuracy", "latency_ms", "size_bytes")
 
 
@@ -177,7 +179,8 @@ class _PipelineReader(ConfigReader):
                       f"{value!r}")
         from hybridmoo.refine import RefineSettings
 
-        schedule: dict[str, Any] = {"every": 20, "survivors": 4, "final_share": 0.0}
+        schedule: dict[str, Any] = {"every": 20, "survivors": 4, "final_share": 0.0,
+                                    "front": self.flag(value, "front")}
         for key in ("every", "survivors"):
             if key in value and not (key == "every" and value[key] is None):
                 schedule[key] = self.integer(value, key, 1, minimum=1)

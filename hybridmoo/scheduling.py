@@ -13,12 +13,21 @@ each objective), and the records whose move adds most are refined first. The mov
 refinement has achieved so far (:func:`expected_steps`), so the choice learns, during the
 search, whether lifting accuracy or cutting cost pays on this task. A record already refined
 under the same preference (within ``PREFERENCE_TOLERANCE`` per objective) is left out.
+
+With ``front_round`` the final phase opens with a front round: front records at once, one
+backend job that tunes the supernet's shared weights on all their configs and returns a
+network per record (:mod:`hybridmoo.refine.front`), within the time left. Measuring a record
+again costs about its evaluation time, so under a deadline the round takes the records whose
+accuracy lift adds most hypervolume, as many as measuring takes ``FRONT_MEASURE_SHARE`` of the
+time left (the rest tunes); without one, the whole front. Its records are not
+told to the proposer (their configs are known; their accuracy is not the supernet's) and do
+not count in :func:`expected_steps` (they show what front tuning does, not refinement).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +35,14 @@ import numpy as np
 
 from hybridmoo.archive import ParetoArchive
 from hybridmoo.errors import ConfigError
-from hybridmoo.objectives import EvalResult, minimization_matrix
-from hybridmoo.preference import STEP, gap_preference
-from hybridmoo.space import REFINED
-from hybridmoo.tasks import RefineFn, RefineJob
+from hybridmoo.objectives import EvalResult, Objective, minimization_matrix
+from hybridmoo.preference import STEP, axis_of, gap_preference
+from hybridmoo.space import FRONT_TUNED, REFINED
+from hybridmoo.tasks import FrontJob, RefineFn, RefineJob
 
 PREFERENCE_TOLERANCE = 0.01  # preferences this close on every objective count as the same
 MIN_STEP = 1e-3  # an objective refinement has not improved still counts a little
+FRONT_MEASURE_SHARE = 0.4  # of a front round's time, at most this much for measuring
 
 
 @dataclass(frozen=True)
@@ -67,11 +77,15 @@ class RefineSchedule:
     worker: RefineFn | None = None
     keep: Callable[[EvalResult, Any], None] | None = None
     tell: bool = True
+    front_round: bool = False
 
     def __post_init__(self) -> None:
         if (self.refine is None) == (self.worker is None):
             raise ConfigError("a RefineSchedule needs refine (rounds in the driver) or worker "
                               "(refinement as backend work), not both")
+        if self.front_round and (self.worker is None or not self.final_round):
+            raise ConfigError("refine front_round is a backend job of the final phase: it "
+                              "needs worker and final_round")
         for name in ("every", "survivors"):
             value = getattr(self, name)
             if name == "every" and value is None:
@@ -88,11 +102,13 @@ class RefineSchedule:
 @dataclass
 class Round:
     """One refinement round: its number, survivors and their preferences (rows, over the
-    search objectives, aimed at the front's gaps when the round was chosen)."""
+    search objectives, aimed at the front's gaps when the round was chosen); a front round
+    (``front``) is one job for all its survivors."""
 
     number: int
     survivors: list[EvalResult]
     preferences: list[list[float]]
+    front: bool = False
     skip: frozenset[str] = frozenset()  # survivors already refined (a round resumed)
     told: int | None = None  # evolutionary results the proposer had when the round started
     start: int | None = None  # older journals: the records before the round's first one
@@ -110,8 +126,11 @@ class Round:
         """The survivors still to refine."""
         return [s for s in self.survivors if s.key not in self.skip]
 
-    def jobs(self) -> list[RefineJob]:
-        """One backend job per survivor still to refine."""
+    def jobs(self, budget_s: float | None = None) -> list[RefineJob | FrontJob]:
+        """One backend job per survivor still to refine; a front round's one job, which may
+        take ``budget_s`` seconds."""
+        if self.front:
+            return [FrontJob(tuple(self.todo), self.number, budget_s)]
         prefs = tuple(tuple(p) for p in self.preferences)
         return [RefineJob(s, prefs, i, self.number) for i, s in enumerate(self.survivors)
                 if s.key not in self.skip]
@@ -128,7 +147,7 @@ class Round:
     def to_json(self) -> dict[str, Any]:
         """What the run directory keeps of a round while it runs (see Journal.write_round)."""
         return {"round": self.number, "survivors": [s.to_json() for s in self.survivors],
-                "preferences": self.preferences, "told": self.told}
+                "preferences": self.preferences, "told": self.told, "front": self.front}
 
 
 class Scheduler:
@@ -150,11 +169,16 @@ class Scheduler:
             self.rounds = max(self.rounds, self.pending.number)
         self.active: Round | None = None  # the round whose records are not all back
         self._final_done = False
+        self._front_done = any(r.candidate.method == FRONT_TUNED for r in refined)
 
     # -- time ------------------------------------------------------------------------------
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def time_left(self) -> float | None:
+        """Seconds to the deadline (None without one)."""
+        return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
 
     def evolving(self) -> bool:
         """Evolution may start new evaluations."""
@@ -190,9 +214,10 @@ class Scheduler:
         self.evolve_deadline = self.deadline
         return True
 
-    def next_round(self, archive: ParetoArchive) -> Round | None:
+    def next_round(self, archive: ParetoArchive, final: bool = False) -> Round | None:
         """The round to run now (it is active until :meth:`finished` says it is over): the
-        one a crash cut short, else survivors chosen on ``archive`` (None when none is)."""
+        one a crash cut short, else survivors chosen on ``archive`` (None when none is): the
+        whole front for the first ``final`` round with ``front_round``."""
         assert self.schedule is not None
         if self.pending is not None:
             self.active, self.pending = self.pending, None
@@ -204,11 +229,17 @@ class Scheduler:
                 self.active.preferences = [aimed.get(s.key, (0.0, uniform))[1]
                                            for s in self.active.survivors]
             return self.active
-        survivors, prefs = choose_survivors(archive, self.schedule.survivors)
+        front = final and self.schedule.front_round and not self._front_done
+        if front:
+            self._front_done = True
+            survivors = front_survivors(archive, self.time_left())
+            prefs = [task_only(archive.objectives)] * len(survivors)
+        else:
+            survivors, prefs = choose_survivors(archive, self.schedule.survivors)
         if not survivors:
             return None
         self.rounds += 1
-        self.active = Round(self.rounds, survivors, prefs)
+        self.active = Round(self.rounds, survivors, prefs, front=front)
         return self.active
 
     def finished(self) -> bool:
@@ -234,6 +265,30 @@ def choose_survivors(archive: ParetoArchive, k: int) -> tuple[list[EvalResult], 
     return [front[i] for _, i, _ in picks], [p for _, _, p in picks]
 
 
+def front_survivors(archive: ParetoArchive, time_left: float | None) -> list[EvalResult]:
+    """A front round's records (see the module docstring), in front order."""
+    front = archive.front
+    records = [i for i, r in enumerate(front) if r.ok and r.candidate.origin != REFINED]
+    per_record = float(np.mean([front[i].elapsed_s for i in records])) if records else 0.0
+    if time_left is None or per_record <= 0:
+        return [front[i] for i in records]
+    n = max(1, int(FRONT_MEASURE_SHARE * time_left / per_record))
+    if n < len(records):
+        F = minimization_matrix(front, archive.objectives)
+        ideal, nadir = archive.bounds()
+        lift = [STEP if m else MIN_STEP for m in task_only(archive.objectives)]
+        gains = {i: gap_preference(F, i, ideal, nadir, step=lift)[1] for i in records}
+        records = sorted(sorted(records, key=lambda i: (-gains[i], i))[:n])
+    return [front[i] for i in records]
+
+
+def task_only(objectives: Sequence[Objective]) -> list[float]:
+    """The preference of a front round's records: the task objectives only (what front tuning
+    moves), shared equally."""
+    mask = [axis_of(o) == "task" for o in objectives]
+    return [round(m / max(sum(mask), 1), 6) for m in mask]
+
+
 def _gap_scores(archive: ParetoArchive) -> dict[str, tuple[float, list[float]]]:
     """Front record key -> (the hypervolume its gap-aimed move adds, its preference)."""
     front = archive.front
@@ -254,6 +309,7 @@ def expected_steps(archive: ParetoArchive) -> np.ndarray:
     by_key = {r.key: r for r in archive.history}
     pairs = [(by_key[r.candidate.parents[0]], r) for r in archive.history
              if r.candidate.origin == REFINED and r.ok and r.candidate.parents
+             and r.candidate.method != FRONT_TUNED
              and r.candidate.parents[0] in by_key and by_key[r.candidate.parents[0]].ok]
     if not pairs:
         return np.full(len(archive.objectives), STEP)
@@ -290,18 +346,19 @@ def _unfinished_round(journaled: list[EvalResult], last: dict[str, Any] | None
         number = int(last["round"])
         survivors = [EvalResult.from_json(s) for s in last["survivors"]]
         prefs = [list(p) for p in last.get("preferences", [])]
-        told, start = last.get("told"), None
+        told, start, front = last.get("told"), None, bool(last.get("front", False))
     elif refined:
         number = int(refined[-1].info.get("round", 0))
         by_key = {r.key: r for r in journaled if r.candidate.origin != REFINED}
         survivors = [by_key[k] for k in refined[-1].info.get("round_survivors", [])
                      if k in by_key]
         prefs, told = [], refined[-1].info.get("told_before")
+        front = refined[-1].candidate.method == FRONT_TUNED
         start = next(i for i, r in enumerate(journaled) if r.candidate.origin == REFINED
                      and r.info.get("round", 0) == number)
     else:
         return None
     done = {p for r in refined if r.info.get("round") == number for p in r.candidate.parents}
-    pending = Round(number, survivors, prefs, skip=frozenset(done),
+    pending = Round(number, survivors, prefs, front=front, skip=frozenset(done),
                     told=told if isinstance(told, int) else None, start=start)
     return pending if pending.remaining else None

@@ -30,8 +30,8 @@ from hybridmoo.objectives import (
 from hybridmoo.progress import Progress, search_status
 from hybridmoo.proposers import DEFAULT_ALGORITHM, Proposer, make_proposer
 from hybridmoo.scheduling import RefineSchedule, Round, Scheduler
-from hybridmoo.space import REFINED, Candidate, SearchSpace
-from hybridmoo.tasks import Refined, RefineJob, SearchTask
+from hybridmoo.space import FRONT_TUNED, REFINED, Candidate, SearchSpace
+from hybridmoo.tasks import FrontJob, Refined, RefineJob, SearchTask
 
 log = logging.getLogger("hybridmoo")
 
@@ -149,7 +149,7 @@ class _Loop:
         self.consumed = 0  # budget used in this pass: submitted plus replayed from the journal
         self.told = 0  # evolutionary results told to the proposer (replayed ones included)
         self.to_tell = _refined_to_tell(journaled)  # (told before it, refined record)
-        self.jobs: deque[RefineJob] = deque()  # the active round's, waiting for a worker
+        self.jobs: deque[RefineJob | FrontJob] = deque()  # the active round's, not started
         self.refining = 0  # refinement jobs on the backend
         self.proposer_waits = False  # the last ask gave nothing: its free workers may refine
         self.new_results: list[EvalResult] = []
@@ -157,7 +157,7 @@ class _Loop:
 
     def run(self) -> str:
         reason = self._evolve()
-        while self.scheduler.final_round_due() and self._refine_round():
+        while self.scheduler.final_round_due() and self._refine_round(final=True):
             while self.backend.in_flight:
                 self._collect(*self.backend.next_done())
         if self.scheduler.evolve_again(reason == OUT_OF_TIME):
@@ -194,12 +194,12 @@ class _Loop:
         return len(self.archive) - sum(r.candidate.origin == REFINED
                                        for r in self.archive.history)
 
-    def _refine_round(self) -> bool:
+    def _refine_round(self, final: bool = False) -> bool:
         """Start the scheduler's next round (kept in the run directory first): refined in this
         process now, or as backend jobs whose records come back through ``_collect``. False
         when there was no survivor to refine."""
         assert self.refine is not None
-        todo = self.scheduler.next_round(self.archive)
+        todo = self.scheduler.next_round(self.archive, final)
         if todo is None:
             return False
         if todo.told is None:
@@ -209,7 +209,7 @@ class _Loop:
         self.bar.update(self._evolved(), f"refinement round {todo.number}: refining "
                         f"{len(todo.todo)} survivors")
         if self.refine.worker is not None:
-            self.jobs.extend(todo.jobs())
+            self.jobs.extend(todo.jobs(self.scheduler.time_left()))
             self._submit_jobs()
             return True
         for result in self.refine.refine(todo.todo, self.archive):
@@ -225,7 +225,8 @@ class _Loop:
         refines the rest, as for a round a crash cut short)."""
         if self.jobs and self.scheduler.out_of_time():
             assert self.scheduler.active is not None
-            self.scheduler.active.remaining -= {job.survivor.key for job in self.jobs}
+            self.scheduler.active.remaining -= {s.key for job in self.jobs for s in (
+                job.survivors if isinstance(job, FrontJob) else [job.survivor])}
             self.jobs.clear()
             self.scheduler.finished()
             return
@@ -264,7 +265,8 @@ class _Loop:
         self.to_tell = [(told, r) for told, r in self.to_tell if told > self.told]
         if self.refine is not None and not self.refine.tell:
             return
-        self.proposer.tell([r for r in due if r.ok and self.space.contains(r.config)])
+        self.proposer.tell([r for r in due if r.ok and r.candidate.method != FRONT_TUNED
+                            and self.space.contains(r.config)])
 
     def _budget_left(self) -> int:
         if not self.scheduler.evolving():
@@ -300,11 +302,12 @@ class _Loop:
                 submitted = True
         return bool(candidates), submitted
 
-    def _collect(self, candidate: Candidate | RefineJob, result: Any) -> None:
-        if isinstance(candidate, RefineJob):
+    def _collect(self, candidate: Candidate | RefineJob | FrontJob, result: Any) -> None:
+        if isinstance(candidate, RefineJob | FrontJob):
             self.refining -= 1
             assert self.scheduler.active is not None
-            self._refined(self.scheduler.active, result)
+            for refined in result if isinstance(result, list) else [result]:
+                self._refined(self.scheduler.active, refined)
             self.scheduler.finished()
             self._submit_jobs()
             return

@@ -267,15 +267,19 @@ def _to_builtin(value: Any) -> Any:
 
 
 REFINED = "refine"  # origin of a network made by gradient refinement of a survivor
+FRONT_TUNED = "front"  # the method of a refined network taken from the front-tuned supernet
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A config to evaluate, with its stable ``key``, its ``origin`` and its parents' keys."""
+    """A config to evaluate, with its stable ``key``, its ``origin`` and its parents' keys;
+    a refined one also names its refinement ``method`` when it is not the per-survivor one
+    (``FRONT_TUNED``: the same config as its parent, with front-tuned weights)."""
 
     config: dict[str, Any]
     origin: str = "init"
     parents: tuple[str, ...] = ()
+    method: str = ""
     key: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -283,7 +287,8 @@ class Candidate:
         object.__setattr__(self, "config", config)
         if self.origin == REFINED:
             # a refined network has its own weights: it is not the config's supernet subnet
-            key = config_key({"config": config, "refined_from": list(self.parents)})
+            ident = {"config": config, "refined_from": list(self.parents)}
+            key = config_key({**ident, "method": self.method} if self.method else ident)
         else:
             key = config_key(config)
         object.__setattr__(self, "key", key)
@@ -292,8 +297,10 @@ class Candidate:
         return hash(self.key)
 
     def to_json(self) -> dict[str, Any]:
-        return {"config": self.config, "origin": self.origin, "parents": list(self.parents)}
+        out = {"config": self.config, "origin": self.origin, "parents": list(self.parents)}
+        return {**out, "method": self.method} if self.method else out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Candidate:
-        return cls(dict(data["config"]), data.get("origin", "init"), tuple(data.get("parents", ())))
+        return cls(dict(data["config"]), data.get("origin", "init"), tuple(data.get("parents", ())),
+                   str(data.get("method", "")))

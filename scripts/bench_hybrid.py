@@ -6,8 +6,9 @@ gets the same number of seconds:
 
 - ``evolution``: the default engine alone;
 - ``hybrid``: the default engine with a refinement round after every ``--every`` evaluations
-  (none with 0) and, with ``--final-share``, that share of the time kept for rounds on the
-  final front;
+  (none with 0) and, with ``--final-share``, that share of the time kept for the final front:
+  front tuning first (the supernet's weights tuned on the front's configs, every tuned network
+  measured; ``--no-front`` leaves it out), then rounds of survivors refined one by one;
 - ``refine-only``: random sub-networks, each batch of ``--batch`` refined right away;
 - ``evolution-again``: evolution alone once more, the A/A check: its ratio to ``evolution``
   is the run-to-run noise floor of this comparison.
@@ -106,7 +107,8 @@ def run_variant(variant: str, sn, data, seed: int, args, budget_s: float
         if variant == "hybrid":
             refine = RefineSchedule(**jobs, every=args.every or None, survivors=args.survivors,
                                     final_round=args.final_share > 0,
-                                    final_share=args.final_share)
+                                    final_share=args.final_share,
+                                    front_round=args.front and args.final_share > 0)
         else:
             refine = RefineSchedule(**jobs, every=args.batch, survivors=args.batch,
                                     final_round=False)
@@ -269,6 +271,8 @@ def main() -> int:
     parser.add_argument("--final-share", type=float, default=0.3,
                         help="hybrid: share of the budget kept for rounds on the final front")
     parser.add_argument("--survivors", type=int, default=4, help="survivors per round")
+    parser.add_argument("--no-front", dest="front", action="store_false",
+                        help="hybrid: no front tuning at the start of the final phase")
     parser.add_argument("--batch", type=int, default=8, help="refine-only: batch size")
     # refinement settings; unset ones keep hybridmoo.refine.RefineSettings' defaults
     parser.add_argument("--refine-steps", type=int)

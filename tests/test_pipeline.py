@@ -18,7 +18,7 @@ TINY = {
                  "save_every": 4},
     "evaluation": {"repeats": 3, "warmup": 1},
     "max_evals": 6, "algorithm": "random", "seed": 0,
-    "refine": {"every": 3, "survivors": 2, "steps": 3, "recovery_steps": 3},
+    "refine": {"every": 3, "survivors": 2, "steps": 3, "recovery_steps": 3, "front_steps": 4},
 }
 
 
@@ -105,6 +105,7 @@ def test_resume_with_a_larger_budget_continues_the_search(finished, tmp_path):
     ({"max_seconds": "1h"}, "max_seconds must be a number"),
     ({"refine": {"solver": "nope"}}, "nope"),
     ({"export": "yes"}, "export must be true or false"),
+    ({"refine": {"front": "yes"}}, "front must be true or false"),
     ({"space": "digits-mlp"}, "unknown key 'space'"),
 ])
 def test_bad_pipeline_configs_name_the_problem(tmp_path, change, message):
@@ -117,7 +118,7 @@ def test_a_time_budget_with_rounds_on_the_final_front(tmp_path):
                                      "refine": {"every": None, "final_share": 0.25}})
     assert cfg.max_seconds == 90.0
     assert cfg.refine["every"] is None and cfg.refine["final_share"] == 0.25
-    assert cfg.refine["survivors"] == 4  # the default
+    assert cfg.refine["survivors"] == 4 and cfg.refine["front"] is True  # the defaults
 
 
 def test_run_dir_is_required():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from hybridmoo import Candidate, EvalResult, Objective
 from hybridmoo.archive import ParetoArchive
+from hybridmoo.errors import ConfigError
 from hybridmoo.scheduling import RefineSchedule, Scheduler, choose_survivors, expected_steps
 
 OBJECTIVES = (Objective("error", "min"), Objective("cost", "min"))
@@ -74,3 +76,74 @@ def test_rounds_follow_every_and_the_final_round_runs_once():
     assert scheduler.finished()
     assert not scheduler.round_due(9) and scheduler.round_due(10)
     assert scheduler.final_round_due() and not scheduler.final_round_due()
+
+
+def timed_archive(points, seconds=1.0):
+    archive = ParetoArchive(OBJECTIVES)
+    for i, (e, c) in enumerate(points):
+        archive.add(EvalResult(Candidate({"i": i}), {"error": e, "cost": c}, elapsed_s=seconds))
+    return archive
+
+
+def test_the_final_phase_opens_with_a_front_round_of_the_whole_front():
+    from hybridmoo.tasks import FrontJob
+    from hybridmoo.testing.refine import ToyRefineWorker
+
+    schedule = RefineSchedule(worker=ToyRefineWorker(), every=None, front_round=True)
+    scheduler = Scheduler(schedule, None, [])
+    archive = timed_archive(POINTS)
+    todo = scheduler.next_round(archive, final=True)
+    assert todo is not None and todo.front and len(todo.survivors) == len(POINTS)
+    assert todo.preferences == [[1.0, 0.0]] * len(POINTS)  # the task objective only
+    (job,) = todo.jobs(budget_s=12.0)
+    assert isinstance(job, FrontJob) and job.budget_s == 12.0
+    assert [s.key for s in job.survivors] == todo.keys
+    assert todo.to_json()["front"] is True
+    for s in todo.survivors:
+        todo.stamp(EvalResult(Candidate(s.config, "refine", (s.key,), "front"),
+                              {"error": 0, "cost": s.values["cost"]}))
+    assert scheduler.finished()
+    after = scheduler.next_round(archive, final=True)  # later final rounds: one by one
+    assert after is not None and not after.front and len(after.survivors) == 4
+    with pytest.raises(ConfigError, match="front_round"):
+        RefineSchedule(lambda s, a: [], front_round=True)
+
+
+def test_under_a_deadline_the_front_round_takes_what_measuring_can_hold():
+    """Ten points of 1 s each, 10 s left: measuring 4 of them takes FRONT_MEASURE_SHARE of
+    the time; the 4 whose accuracy lift adds most hypervolume: on this front the point before
+    the gap, not its crowded neighbours."""
+    from hybridmoo.scheduling import FRONT_MEASURE_SHARE, front_survivors
+
+    points = [(0.1 * i, 1.0 - 0.1 * i) for i in range(5)] + [
+        (0.9 + 0.02 * i, 0.1 - 0.02 * i) for i in range(5)]
+    archive = timed_archive(points)
+    assert front_survivors(archive, None) == archive.front
+    picked = front_survivors(archive, 10.0)
+    assert len(picked) == int(FRONT_MEASURE_SHARE * 10.0)
+    assert picked == [r for r in archive.front if r in picked]  # kept in front order
+    errors = [r.values["error"] for r in picked]
+    assert 0.4 in errors and not {0.1, 0.2, 0.3} & {round(e, 6) for e in errors}
+
+
+def test_front_tuned_records_do_not_count_as_refinement_moves():
+    archive = archive_of(POINTS[1:])
+    parent = archive.front[0]
+    archive.add(EvalResult(Candidate(parent.config, "refine", (parent.key,), "front"),
+                           {"error": 0.01, "cost": 0.95}))
+    assert np.allclose(expected_steps(archive), 0.03)  # still the prior
+
+
+def test_a_front_round_a_crash_cut_short_resumes_as_a_front_round():
+    from hybridmoo.scheduling import _unfinished_round
+
+    archive = timed_archive(POINTS)
+    survivors = archive.front
+    last = {"round": 1, "survivors": [s.to_json() for s in survivors],
+            "preferences": [[1.0, 0.0]] * len(survivors), "told": 6, "front": True}
+    done = EvalResult(Candidate(survivors[0].config, "refine", (survivors[0].key,), "front"),
+                      {"error": 0.0, "cost": 1.0}, info={"round": 1})
+    pending = _unfinished_round([*survivors, done], last)
+    assert pending is not None and pending.front
+    (job,) = pending.jobs()
+    assert [s.key for s in job.survivors] == [s.key for s in survivors[1:]]

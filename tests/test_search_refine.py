@@ -267,3 +267,43 @@ def test_no_refinement_job_starts_after_max_seconds(tmp_path):
     again = [r for r in resumed.history if r.candidate.origin == "refine"]
     first_round = {p for r in again if r.info["round"] == 1 for p in r.candidate.parents}
     assert len(first_round) == len(result.history[-len(refined)].info["round_survivors"])
+
+
+def test_a_front_round_opens_the_final_phase_and_its_records_are_not_told(tmp_path,
+                                                                           monkeypatch):
+    """final_share with front_round: one job for the final front, under the time left; its
+    records carry their parents' configs (method "front"), are kept and journaled but not
+    told to the proposer (their configs are known); later rounds refine the rest one by one."""
+    from hybridmoo.proposers.base import Proposer
+    from hybridmoo.testing.refine import ToyRefineWorker
+
+    told: list[EvalResult] = []
+    tell = Proposer.tell
+    monkeypatch.setattr(Proposer, "tell", lambda self, rs: (told.extend(rs), tell(self, rs)))
+    kept: list[str] = []
+    schedule = RefineSchedule(worker=ToyRefineWorker(delay=0.0),
+                              keep=lambda r, n: kept.append(r.key), every=None, survivors=2,
+                              final_share=0.3, front_round=True)
+    result = search(SPACE, toy_evaluate, OBJECTIVES, algorithm="random", max_evals=60, seed=0,
+                    refine=schedule, max_seconds=3.0, run_dir=tmp_path / "run",
+                    progress=False)
+    refined = [r for r in result.history if r.candidate.origin == "refine"]
+    front = [r for r in refined if r.info["round"] == 1]
+    assert front and all(r.candidate.method == "front" for r in front)
+    assert all(0 < r.info["budget_s"] <= 3.0 for r in front)  # the time left
+    assert all(r.config == next(p for p in result.history if p.key == r.candidate.parents[0]
+                                ).config for r in front)
+    assert kept[:len(front)] == [r.key for r in front]
+    assert not {r.key for r in front} & {r.key for r in told}
+    # later rounds refine one by one what the front round left untuned
+    tuned = {p for r in front for p in r.candidate.parents}
+    assert all(r.candidate.method == "" and not set(r.candidate.parents) & tuned
+               for r in refined if r.info["round"] > 1)
+    lines = (tmp_path / "run" / "journal.jsonl").read_text().splitlines()
+    assert sum('"method":"front"' in line for line in lines) == len(front)
+    resumed = search(SPACE, toy_evaluate, OBJECTIVES, algorithm="random", max_evals=60,
+                     seed=0, refine=schedule, max_seconds=3.0, run_dir=tmp_path / "run",
+                     resume=True, progress=False)
+    # the resumed run knows its front round is done: no second one
+    assert sum(r.candidate.method == "front" for r in resumed.history) == len(
+        [r for r in resumed.history if r.candidate.method == "front" and r.info["round"] == 1])

@@ -68,3 +68,11 @@ def test_candidate_key_is_stable_and_order_free():
     b = Candidate({"y": "b", "x": np.int64(1)}, origin="evo", parents=("p",))
     assert a.key == b.key and a == Candidate.from_json(a.to_json())
     assert isinstance(b.config["x"], int)
+
+
+def test_a_refinement_method_is_part_of_a_refined_key():
+    per_survivor = Candidate({"x": 1}, "refine", ("p",))
+    tuned = Candidate({"x": 1}, "refine", ("p",), "front")
+    assert len({Candidate({"x": 1}).key, per_survivor.key, tuned.key}) == 3
+    assert Candidate.from_json(tuned.to_json()) == tuned
+    assert "method" not in per_survivor.to_json()  # journals of earlier versions read alike

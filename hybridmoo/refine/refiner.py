@@ -16,7 +16,8 @@ from hybridmoo.data import ImageData
 from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.latency_model import LatencyModel
 from hybridmoo.objectives import EvalResult, Objective, minimization_matrix
-from hybridmoo.preference import axes_preference, refinement_preference
+from hybridmoo.preference import axes_preference, axis_of, refinement_preference
+from hybridmoo.refine.front import tune_front
 from hybridmoo.refine.loop import (
     RefineOutcome,
     calibration_batches,
@@ -25,10 +26,10 @@ from hybridmoo.refine.loop import (
 )
 from hybridmoo.refine.record import hardened_config, space_config
 from hybridmoo.refine.settings import RefineSettings
-from hybridmoo.space import Candidate
+from hybridmoo.space import FRONT_TUNED, REFINED, Candidate
 from hybridmoo.supernet.supernet import Supernet
 from hybridmoo.supernet.training import prepare_subnet
-from hybridmoo.tasks import Refined, RefineJob
+from hybridmoo.tasks import FrontJob, Refined, RefineJob
 
 Measure = Callable[[nn.Module], Mapping[str, Any]]
 
@@ -78,16 +79,70 @@ class Refiner:
         teacher = self.distillation_target() if self.settings.distill else None
         return [self._one(s, prefs, i, objectives, teacher) for i, s in enumerate(usable)]
 
-    def refine_job(self, job: RefineJob, objectives: Sequence[Objective]) -> Refined:
+    def refine_job(self, job: RefineJob | FrontJob, objectives: Sequence[Objective]
+                   ) -> Refined | list[Refined]:
         """One survivor's refinement as backend work (:class:`hybridmoo.tasks.SearchTask`):
         under the preference the driver chose for it among its round's survivors, measured
-        with ``measure`` where it runs."""
+        with ``measure`` where it runs; for a :class:`FrontJob`, :meth:`tune_front`."""
+        if isinstance(job, FrontJob):
+            return self.tune_front(job, objectives)
         if not job.survivor.ok:
             return job.failed("the survivor's evaluation failed")
         prefs = np.array([axes_preference(p, objectives) for p in job.preferences])
         teacher = self.distillation_target() if self.settings.distill else None
         result, network = self._one(job.survivor, prefs, job.index, objectives, teacher)
         return Refined(result, network)
+
+    def tune_front(self, job: FrontJob, objectives: Sequence[Objective]) -> list[Refined]:
+        """A front round (:mod:`hybridmoo.refine.front`): the shared weights tuned on every
+        survivor's config within ``job.budget_s`` (less the survivors' own evaluation time,
+        which measuring them again takes), then one record per survivor, in order, its network
+        taken from the tuned weights and measured; rolled back (``ok=False``, no network) when
+        none of its task objectives beats its parent's."""
+        start = time.perf_counter()
+        usable = [s for s in job.survivors if s.ok]
+        tuned, steps = None, 0
+        if usable:
+            # the teacher runs on each batch: a few hundred steps see fewer images than
+            # caching its logits on the whole training set would take
+            teacher = self.teacher() if self.settings.distill else None
+            budget = (None if job.budget_s is None
+                      else max(job.budget_s - sum(s.elapsed_s for s in usable), 0.0))
+            tuned, steps = tune_front(self.supernet, [s.config for s in usable], self.data,
+                                      self.settings, teacher, budget_s=budget)
+        info = {"method": FRONT_TUNED, "front_steps": steps, "front_configs": len(usable),
+                "tune_s": time.perf_counter() - start}
+        calib = calibration_batches(self.data, self.settings)
+        return [self._front_record(tuned, s, calib, objectives, info) if s.ok
+                else FrontJob((s,), job.round).failed("the survivor's evaluation failed")[0]
+                for s in job.survivors]
+
+    def _front_record(self, tuned: Supernet, survivor: EvalResult, calib: list[Any],
+                      objectives: Sequence[Objective], info: Mapping[str, Any]) -> Refined:
+        start = time.perf_counter()
+        candidate = Candidate(dict(survivor.config), REFINED, (survivor.key,), FRONT_TUNED)
+        info = {**info, "hardened_config": dict(survivor.config), "reason": None}
+
+        def failed(reason: str, **extra: Any) -> Refined:
+            return Refined(EvalResult(candidate, ok=False, reason=reason,
+                                      info={**info, **extra, "reason": reason},
+                                      elapsed_s=time.perf_counter() - start))
+
+        try:
+            network = prepare_subnet(tuned, survivor.config, calib)
+            values = _values(self.measure(network), objectives)
+        except Exception as exc:  # a failing measurement is a result, not a crash
+            return failed(f"measurement failed: {type(exc).__name__}: {exc}")
+        if isinstance(values, str):
+            return failed(values)
+        task = [o for o in objectives if axis_of(o) == "task"]
+        if not any(values[o.name] > survivor.values[o.name] if o.direction == "max"
+                   else values[o.name] < survivor.values[o.name] for o in task):
+            return failed(f"rolled back: front tuning did not improve "
+                          f"{', '.join(o.name for o in task) or 'a task objective'} on the "
+                          "search's split", rolled_back=True)
+        return Refined(EvalResult(candidate, values, ok=True, info=info,
+                                  elapsed_s=time.perf_counter() - start), network)
 
     def teacher(self) -> nn.Module:
         """The teacher given, or the supernet's largest sub-network (FP32), extracted once,
@@ -136,17 +191,24 @@ class Refiner:
         candidate = Candidate(space_config(self.supernet.space, hardened), origin="refine",
                               parents=(survivor.key,))
         try:
-            measured = self.measure(outcome.network)
+            values = _values(self.measure(outcome.network), objectives)
         except Exception as exc:  # a failing measurement is a result, not a crash
             return failed(f"measurement failed: {type(exc).__name__}: {exc}")
-        values = {}
-        for o in objectives:
-            v = measured.get(o.name) if isinstance(measured, Mapping) else None
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-                return failed(f"measure returned no finite {o.name!r}: {v!r}")
-            values[o.name] = float(v)
+        if isinstance(values, str):
+            return failed(values)
         return EvalResult(candidate, values, ok=True, info=info,
                           elapsed_s=time.perf_counter() - start), outcome.network
+
+
+def _values(measured: Any, objectives: Sequence[Objective]) -> dict[str, float] | str:
+    """The objective values of a measurement, or the reason it has none for one of them."""
+    values = {}
+    for o in objectives:
+        v = measured.get(o.name) if isinstance(measured, Mapping) else None
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            return f"measure returned no finite {o.name!r}: {v!r}"
+        values[o.name] = float(v)
+    return values
 
 
 def _summary(outcome: RefineOutcome) -> dict[str, Any]:

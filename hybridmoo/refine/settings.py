@@ -29,7 +29,12 @@ class RefineSettings:
     task loss; ``divisor``: hardened groups keep a multiple of it; ``max_loss_ratio``: a task
     loss above this times its start value and above chance level stops the survivor;
     ``calib_batches``: BatchNorm / activation-range batches; ``val_examples``: the validation
-    examples decisions are made on (0: all of them)."""
+    examples decisions are made on (0: all of them).
+
+    Front tuning (:mod:`hybridmoo.refine.front`, a final phase's first round): up to
+    ``front_steps`` steps of the task loss on a copy of the supernet's shared weights, each on
+    ``front_configs_per_step`` of the front's configs drawn at random, AdamW at ``lr`` with a
+    cosine decay over the steps that fit the time left."""
 
     steps: int = 40
     recovery_steps: int = 200
@@ -50,11 +55,14 @@ class RefineSettings:
     patience: int = 2
     calib_batches: int = 4
     val_examples: int = 2000
+    front_steps: int = 400
+    front_configs_per_step: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "recovery_steps", "prune_rounds", "batch_size", "divisor",
-                     "checks", "patience", "calib_batches", "val_examples", "seed"):
+                     "checks", "patience", "calib_batches", "val_examples", "front_steps",
+                     "front_configs_per_step", "seed"):
             value = getattr(self, name)
             low = 0 if name in ("steps", "recovery_steps", "patience", "val_examples",
                                 "seed") else 1

@@ -5,7 +5,9 @@ a record 10 % better on every objective, with the survivor's config (which lies 
 and a deterministic toy network (a list of numbers from the survivor's key and preference), so
 a redone refinement can be compared with the first. It records when and where it ran, and can
 inject faults: kill its own worker process (once per survivor, a marker file remembers), or
-SIGKILL the search's driver when it starts.
+SIGKILL the search's driver when it starts. A front round's job (:class:`FrontJob`) gives one
+record per survivor, 10 % better on its task objectives only (what front tuning moves), with
+the survivor's config.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from hybridmoo.objectives import EvalResult, Objective
-from hybridmoo.space import REFINED, Candidate
-from hybridmoo.tasks import Refined, RefineJob
+from hybridmoo.preference import axis_of
+from hybridmoo.space import FRONT_TUNED, REFINED, Candidate
+from hybridmoo.tasks import FrontJob, Refined, RefineJob
 
 
 def toy_network(job: RefineJob) -> list[float]:
@@ -38,7 +41,10 @@ class ToyRefineWorker:
     crash_dir: str | None = None
     kill_pid: int | None = None
 
-    def __call__(self, job: RefineJob, objectives: tuple[Objective, ...]) -> Refined:
+    def __call__(self, job: RefineJob | FrontJob, objectives: tuple[Objective, ...]
+                 ) -> Refined | list[Refined]:
+        if isinstance(job, FrontJob):
+            return self.front(job, objectives)
         start = time.time()
         if self.crash_dir is not None:
             marker = Path(self.crash_dir) / f"crash-{job.key}"
@@ -55,6 +61,21 @@ class ToyRefineWorker:
         result = EvalResult(Candidate(dict(job.survivor.config), REFINED, (job.key,)), values,
                             info=info, elapsed_s=time.time() - start)
         return Refined(result, toy_network(job))
+
+    def front(self, job: FrontJob, objectives: tuple[Objective, ...]) -> list[Refined]:
+        start = time.time()
+        time.sleep(self.delay)
+        out = []
+        for s in job.survivors:
+            values = {o.name: s.values[o.name] * (1.0 if axis_of(o) != "task" else
+                                                  0.9 if o.direction == "min" else 1.1)
+                      for o in objectives}
+            info: dict[str, Any] = {"t0": start, "t1": time.time(), "pid": os.getpid(),
+                                    "budget_s": job.budget_s}
+            candidate = Candidate(dict(s.config), REFINED, (s.key,), FRONT_TUNED)
+            out.append(Refined(EvalResult(candidate, values, info=info,
+                                          elapsed_s=time.time() - start), [1.0]))
+        return out
 
 
 def timed_evaluate(config: dict[str, Any]) -> dict[str, Any]:

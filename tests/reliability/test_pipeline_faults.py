@@ -28,7 +28,7 @@ PIPELINE = {
                  "save_every": 4, "calib_batches": 1},
     "evaluation": {"bn_batches": 1},
     "max_evals": 4, "algorithm": "random", "seed": 0,
-    "refine": {"every": 2, "survivors": 1, "steps": 2},
+    "refine": {"every": 2, "survivors": 1, "steps": 2, "front_steps": 2},
     "run_dir": "run",
 }
 
