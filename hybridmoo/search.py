@@ -158,8 +158,7 @@ class _Loop:
     def run(self) -> str:
         reason = self._evolve()
         while self.scheduler.final_round_due() and self._refine_round(final=True):
-            while self.backend.in_flight:
-                self._collect(*self.backend.next_done())
+            self._finish_round()
         if self.scheduler.evolve_again(reason == OUT_OF_TIME):
             reason = self._evolve()
         self._tell_refined()  # the last rounds' records: the proposer's state holds them too
@@ -187,6 +186,19 @@ class _Loop:
                 if not self.scheduler.evolving() and self._evolved() < self.max_evals:
                     return OUT_OF_TIME
                 return f"max_evals={self.max_evals} reached"
+            self._collect(*self.backend.next_done())
+
+    def _finish_round(self) -> None:
+        """Collect a final round's records. With refinement as backend work, the workers its
+        jobs leave free evaluate more candidates meanwhile (evolution past its own deadline,
+        within ``max_seconds`` and ``max_evals``) instead of waiting; they drain before the
+        next round is chosen."""
+        while self.backend.in_flight:
+            if (self.refine is not None and self.refine.worker is not None and not self.jobs
+                    and self.scheduler.active is not None
+                    and self.backend.in_flight < self.backend.capacity
+                    and self._budget_left(spare=True) > 0):
+                self._fill(spare=True)
             self._collect(*self.backend.next_done())
 
     def _evolved(self) -> int:
@@ -268,20 +280,23 @@ class _Loop:
         self.proposer.tell([r for r in due if r.ok and r.candidate.method != FRONT_TUNED
                             and self.space.contains(r.config)])
 
-    def _budget_left(self) -> int:
-        if not self.scheduler.evolving():
+    def _budget_left(self, spare: bool = False) -> int:
+        """Evaluations evolution may still start (``spare``: on workers a final round leaves
+        free, until ``max_seconds``)."""
+        if not (self.scheduler.evolving() or (spare and not self.scheduler.out_of_time())):
             return 0
         evaluating = self.backend.in_flight - self.refining
         return min(self.max_evals - self.consumed,
                    self.max_evals - self._evolved() - evaluating)
 
-    def _fill(self) -> tuple[bool, bool]:
-        """Ask once for the free slots; returns (got any candidate, submitted or replayed any)."""
+    def _fill(self, spare: bool = False) -> tuple[bool, bool]:
+        """Ask once for the free slots; returns (got any candidate, submitted or replayed any).
+        ``spare``: for workers a final round leaves free (see :meth:`_finish_round`)."""
         n = min(self.backend.capacity - self.backend.in_flight, self.max_evals - self.consumed)
         self._tell_refined()
         candidates = self.proposer.ask(n)
         self.proposer_waits = not candidates  # for results in flight (or it is done)
-        if self.proposer_waits:
+        if self.proposer_waits and not spare:
             self._submit_jobs()  # a free worker refines meanwhile
         submitted = False
         for c in candidates:
@@ -295,7 +310,7 @@ class _Loop:
                     self.told += 1
                     submitted = True  # replaying the journal is progress, not a repeat
                 self.proposer.tell([self.known[key].for_candidate(c)])
-            elif self._budget_left() > 0:
+            elif self._budget_left(spare) > 0:
                 self.waiting[key] = [c]
                 self.backend.submit(c)
                 self.consumed += 1

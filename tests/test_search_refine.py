@@ -307,3 +307,21 @@ def test_a_front_round_opens_the_final_phase_and_its_records_are_not_told(tmp_pa
     # the resumed run knows its front round is done: no second one
     assert sum(r.candidate.method == "front" for r in resumed.history) == len(
         [r for r in resumed.history if r.candidate.method == "front" and r.info["round"] == 1])
+
+
+def test_workers_a_final_round_leaves_free_go_on_evaluating():
+    """Two threads, final rounds of one survivor each: while one worker refines, the other
+    evaluates (evolution past its own deadline, within max_seconds) instead of waiting."""
+    from hybridmoo.backends import LocalBackend
+    from hybridmoo.testing.refine import ToyRefineWorker, timed_evaluate
+
+    schedule = RefineSchedule(worker=ToyRefineWorker(delay=0.4), every=None, survivors=1,
+                              final_share=0.5)
+    result = search(SPACE, timed_evaluate, OBJECTIVES, algorithm="random", max_evals=10_000,
+                    seed=0, backend=LocalBackend(2), refine=schedule, max_seconds=2.0,
+                    progress=False)
+    refined = [r for r in result.history if r.candidate.origin == "refine" and r.ok]
+    assert refined and overlapping(result.history)
+    first = min(r.info["t0"] for r in refined)
+    assert any(e.info["t0"] > first for e in result.history if "t0" in e.info
+               and e.candidate.origin != "refine")
