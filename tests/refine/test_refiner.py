@@ -9,7 +9,8 @@ import torch
 from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.latency_model import LatencyModel, layer_costs
 from hybridmoo.evaluate.measure import count_macs, size_bytes
-from hybridmoo.objectives import EvalResult, Objective
+from hybridmoo.objectives import EvalResult, Objective, minimization_matrix
+from hybridmoo.preference import refinement_preference
 from hybridmoo.refine import Refiner, RefineSettings
 from hybridmoo.refine.costs import macs_model
 from hybridmoo.refine.record import space_config
@@ -47,10 +48,12 @@ def test_refiner_returns_measured_refine_candidates_with_lineage(trained, subnet
                                       "checks": 2, "solver": "epo"}, measure=measure)
     results = refiner.refine(survivors, OBJECTIVES)
     assert len(results) == 2
-    prefs = [r.info["preference"] for r, _ in results]
-    # aimed at the gaps of the two-point front: the larger network at less cost, the small
-    # one at more accuracy
-    assert prefs[1][0] > prefs[0][0] and sum(prefs[0][1:]) > sum(prefs[1][1:])
+    # each aimed at the gap next to it on the survivors' own front (which way depends on the
+    # two measured points, so on library versions: the contract is the preference rule)
+    F = minimization_matrix(survivors, OBJECTIVES)
+    for i, (r, _) in enumerate(results):
+        assert r.info["preference"] == pytest.approx(
+            refinement_preference(F, i, OBJECTIVES).tolist(), abs=1e-6)
     for (result, net), parent in zip(results, survivors, strict=True):
         if result.info["rolled_back"]:
             assert not result.ok and net is None and result.reason.startswith("rolled back")
@@ -128,7 +131,8 @@ def test_a_rolled_back_refinement_leaves_nothing_in_refined(trained, subnet, dat
         right = parent.eval()(x).argmax(-1) == y
     solved = copy.copy(data)
     solved.val = torch.utils.data.TensorDataset(x[right], y[right])
-    cfg = SimpleNamespace(refine={"every": 1, "survivors": 1, "final_share": 0, **settings},
+    cfg = SimpleNamespace(refine={"every": 1, "survivors": 1, "final_share": 0, "front": True,
+                                  **settings},
                           train=SimpleNamespace(checkpoint=None, model="test_resnet"))
     evaluator = SimpleNamespace(latency="measure", measure_network=measure)
     schedule = _schedule(cfg, trained, solved, evaluator, tmp_path)
