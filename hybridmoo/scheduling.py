@@ -59,8 +59,9 @@ class RefineSchedule:
     ``final_share`` (with ``max_seconds`` only) keeps that share of the time for the end:
     evolution stops that much earlier, then rounds repeat on the front as it is then until the
     time is up or no front record is left to refine (evolution then goes on with the time
-    left); with ``worker``, workers a round leaves free go on evaluating meanwhile. Refining the final front wastes nothing on survivors that later evolution would
-    have dominated anyway.
+    left); with ``worker``, workers a round leaves free go on evaluating meanwhile. Refining
+    the final front wastes nothing on survivors that later evolution would have dominated
+    anyway.
 
     ``worker`` instead of ``refine`` makes each survivor's refinement a task on the search's
     backend (:class:`hybridmoo.tasks.SearchTask`): ``worker(job, objectives)`` runs where the
