@@ -237,8 +237,8 @@ class _Loop:
         refines the rest, as for a round a crash cut short)."""
         if self.jobs and self.scheduler.out_of_time():
             assert self.scheduler.active is not None
-            self.scheduler.active.remaining -= {s.key for job in self.jobs for s in (
-                job.survivors if isinstance(job, FrontJob) else [job.survivor])}
+            self.scheduler.active.remaining -= {s.key for job in self.jobs
+                                                for s in job.survivors}
             self.jobs.clear()
             self.scheduler.finished()
             return

@@ -34,6 +34,11 @@ class RefineJob:
         """The survivor's key (one job per survivor and round)."""
         return self.survivor.key
 
+    @property
+    def survivors(self) -> tuple[EvalResult, ...]:
+        """The survivors this job refines (one; a :class:`FrontJob` holds many)."""
+        return (self.survivor,)
+
     def failed(self, reason: str, elapsed_s: float = 0.0, method: str = "") -> Refined:
         """The record of a refinement that did not produce a network."""
         candidate = Candidate(dict(self.survivor.config), REFINED, (self.survivor.key,), method)
