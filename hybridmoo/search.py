@@ -171,8 +171,9 @@ class _Loop:
                 while self.refine.worker is None and self.backend.in_flight:  # serial rounds
                     self._collect(*self.backend.next_done())
                 self._refine_round()
-            if self._budget_left() > 0 and self.backend.in_flight < self.backend.capacity:
-                asked, submitted = self._fill()
+            spare = self._spare()
+            if self._budget_left(spare) > 0 and self.backend.in_flight < self.backend.capacity:
+                asked, submitted = self._fill(spare)
                 idle_asks = 0 if submitted else idle_asks + 1
                 if self.backend.in_flight == 0:
                     if not asked:
@@ -189,17 +190,20 @@ class _Loop:
             self._collect(*self.backend.next_done())
 
     def _finish_round(self) -> None:
-        """Collect a final round's records. With refinement as backend work, the workers its
-        jobs leave free evaluate more candidates meanwhile (evolution past its own deadline,
-        within ``max_seconds`` and ``max_evals``) instead of waiting; they drain before the
-        next round is chosen."""
+        """Collect a final round's records, the free workers evaluating meanwhile
+        (:meth:`_spare`); they drain before the next round is chosen."""
         while self.backend.in_flight:
-            if (self.refine is not None and self.refine.worker is not None and not self.jobs
-                    and self.scheduler.active is not None
-                    and self.backend.in_flight < self.backend.capacity
+            if (self._spare() and self.backend.in_flight < self.backend.capacity
                     and self._budget_left(spare=True) > 0):
                 self._fill(spare=True)
             self._collect(*self.backend.next_done())
+
+    def _spare(self) -> bool:
+        """A round of backend jobs is running, every job started: the workers it leaves
+        free evaluate more candidates (evolution past its own deadline, within
+        ``max_seconds`` and ``max_evals``) instead of waiting for it."""
+        return (self.refine is not None and self.refine.worker is not None and not self.jobs
+                and self.scheduler.active is not None)
 
     def _evolved(self) -> int:
         """Records the evolution made (refined ones do not count towards max_evals)."""

@@ -325,3 +325,24 @@ def test_workers_a_final_round_leaves_free_go_on_evaluating():
     first = min(r.info["t0"] for r in refined)
     assert any(e.info["t0"] > first for e in result.history if "t0" in e.info
                and e.candidate.origin != "refine")
+
+
+def test_workers_a_round_leaves_free_at_evolutions_deadline_go_on_evaluating():
+    """A round started during evolution still runs at evolution's own deadline: the worker it
+    leaves free goes on evaluating (until max_seconds) instead of waiting for it."""
+    import time
+
+    from hybridmoo.backends import LocalBackend
+    from hybridmoo.testing.refine import ToyRefineWorker, timed_evaluate
+
+    schedule = RefineSchedule(worker=ToyRefineWorker(delay=1.5), every=4, survivors=1,
+                              final_share=0.5)
+    start = time.time()
+    result = search(SPACE, timed_evaluate, OBJECTIVES, algorithm="random", max_evals=10_000,
+                    seed=0, backend=LocalBackend(2), refine=schedule, max_seconds=1.0,
+                    progress=False)
+    first = next(r for r in result.history if r.candidate.origin == "refine")
+    assert first.info["round"] == 1 and first.info["t1"] > start + 1.0  # past the deadlines
+    after = [e for e in result.history if e.candidate.origin != "refine"
+             and start + 0.6 < e.info.get("t0", 0.0) < first.info["t1"]]
+    assert after  # evolution's deadline: start + 0.5 s
