@@ -97,8 +97,10 @@ class SearchTask:
         except Exception as exc:  # one survivor's failure must not end the search
             return item.failed(f"refinement failed: {type(exc).__name__}: {exc}",
                                time.perf_counter() - start)
-        for refined in out if isinstance(out, list) else [out]:
+        records = out if isinstance(out, list) else [out]
+        for refined in records:  # the whole job's time on the worker, shared by its records
             refined.result.info.setdefault("worker_s", time.perf_counter() - start)
+            refined.result.info.setdefault("job_records", len(records))
         return out
 
     def failed(self, item: Candidate | RefineJob | FrontJob, reason: str

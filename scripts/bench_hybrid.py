@@ -196,6 +196,14 @@ def timed_backend(workers: int):
     return backend
 
 
+def task_seconds(record) -> float:
+    """A record's share of its task's time on the worker: an evaluation's own time, or for
+    refinement the whole job (teacher set-up included), shared by the records it made."""
+    if "worker_s" in record.info:
+        return record.info["worker_s"] / max(record.info.get("job_records", 1), 1)
+    return record.elapsed_s
+
+
 def utilisation(history: list, variant: str, workers: int, backend, start: float,
                 end: float) -> dict:
     """Actor utilisation (task seconds on the actors / (workers x wall after the first task
@@ -203,7 +211,7 @@ def utilisation(history: list, variant: str, workers: int, backend, start: float
     refined = {r.key for r in history if r.candidate.origin == "refine"}
     on_actors = [r for r in history if r.candidate.origin != "refine"
                  or variant in ON_ACTORS]
-    busy = sum(r.elapsed_s for r in on_actors)
+    busy = sum(task_seconds(r) for r in on_actors)
     arrivals = getattr(backend, "arrivals", [])
     first = [r for r in history if r.candidate.origin != "refine"][:1]
     began = (arrivals[0] - first[0].elapsed_s) if arrivals and first else start
