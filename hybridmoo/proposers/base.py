@@ -95,7 +95,10 @@ class BatchProposer(Proposer):
     Subclasses implement ``_next_batch() -> list[Candidate]`` and ``_learn(results)``, where
     ``results`` line up with the batch, followed by the successful refined records told since
     the last batch (networks made outside the engine that it may select and breed from).
-    Duplicate configs within a batch share one result.
+    Duplicate configs within a batch share one result. An engine that learns from each result
+    as it is told (:meth:`_whole_batch` False) makes its next batch as soon as the last one is
+    handed out, from the results in so far, so parallel workers never wait for a batch's
+    slowest evaluation; ``results`` then holds those of its batch that came in.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -106,9 +109,10 @@ class BatchProposer(Proposer):
         self._outside: list[EvalResult] = []  # refined records told since the last batch
 
     def _ask(self, n: int) -> list[Candidate]:
-        if not self._queue and not self._waiting():
+        if not self._queue and not (self._whole_batch() and self._waiting()):
             if self._batch:
-                self._learn([self._received[c.key] for c in self._batch] + self._outside)
+                self._learn([self._received[c.key] for c in self._batch
+                             if c.key in self._received] + self._outside)
                 self._outside = []
             self._batch = self._next_batch()
             self._queue = list(self._batch)
@@ -118,6 +122,10 @@ class BatchProposer(Proposer):
 
     def _waiting(self) -> bool:
         return any(c.key not in self._received for c in self._batch)
+
+    def _whole_batch(self) -> bool:
+        """Whether the next batch waits for every result of this one (generational engines)."""
+        return True
 
     def _tell(self, results: list[EvalResult]) -> None:
         batch_keys = {c.key for c in self._batch}

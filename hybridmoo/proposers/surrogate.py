@@ -87,9 +87,19 @@ class SurrogateProposer(BatchProposer):
     def _learn(self, results: list[EvalResult]) -> None:
         """Nothing to do per batch: the data was taken in ``_tell``."""
 
+    def _whole_batch(self) -> bool:
+        """Only the random start waits for its batch; later batches are fitted on the results
+        in so far (the configs still out are seen, so never asked again), so parallel workers
+        do not wait for a batch's slowest evaluation. One worker sees no difference."""
+        return self._starting()
+
+    def _starting(self) -> bool:
+        ok = sum(r.ok for r in self._data.values())
+        return ok < max(2, min(self.n_init, self.space.size // 2))
+
     def _next_batch(self) -> list[Candidate]:
         ok = [r for r in self._data.values() if r.ok]
-        if len(ok) < max(2, min(self.n_init, self.space.size // 2)):
+        if self._starting():
             n = self.n_init if not self._data else self.batch_size
             return self._random_unseen(n, origin="init")
         size = max(self.batch_size, int(self.batch_growth * len(self._data)))
