@@ -24,22 +24,28 @@ def print_front(console: Console, result: SearchResult, objectives: Sequence[Obj
     """The front as a table (config + objective values), then hypervolume, stop reason, journal."""
     from rich.table import Table
 
+    from hybridmoo.objectives import ranked
+    from hybridmoo.space import REFINED
+
     front, history = result.front, result.history
     failed = result.failed
+    refined = sum(r.candidate.origin == REFINED for r in history)
+    evaluated = f"{len(history) - refined} evaluated" + (
+        f" + {refined} refined" if refined else "")
     if not quiet and front:
-        index = {id(r): i for i, r in enumerate(history)}
-        rows = sorted(front, key=lambda r: ([o.sign * r.values[o.name] for o in objectives],
-                                            index[id(r)]))
+        rows = ranked(front, objectives)
+        rank = {id(r): i for i, r in enumerate(rows)}
         # configs with identical values (e.g. isomorphic architectures) share one row
         points: dict[tuple[float, ...], list[Any]] = {}
         for r in rows:
             points.setdefault(tuple(r.values[o.name] for o in objectives), []).append(r)
         ties = len(points) < len(rows)
-        title = f"Pareto front: {len(front)} of {len(history)} evaluated"
+        title = f"Pareto front: {len(front)} points of {evaluated}"
         if ties:
-            title += f", {len(points)} distinct points"
+            title += f", {len(points)} distinct"
         table = Table()
-        table.add_column("#", justify="right")
+        table.add_column("#", justify="right")  # the rank, as in the export's NN_key folders
+        table.add_column("key")
         for name in dims:
             table.add_column(name)
         for o in objectives:
@@ -50,7 +56,7 @@ def print_front(console: Console, result: SearchResult, objectives: Sequence[Obj
             table.add_column("ties", justify="right")
         for same in list(points.values())[:MAX_ROWS]:
             r = same[0]
-            table.add_row(str(index[id(r)] + 1), *(str(r.config[d]) for d in dims),
+            table.add_row(f"{rank[id(r)]:02d}", r.key[:8], *(str(r.config[d]) for d in dims),
                           *(fmt(r.values[o.name]) for o in objectives),
                           *([f"+{len(same) - 1}" if len(same) > 1 else ""] if ties else []))
         console.print(title)  # not the table's title: rich would wrap it to the table's width
@@ -63,7 +69,7 @@ def print_front(console: Console, result: SearchResult, objectives: Sequence[Obj
         console.print("no feasible result: the front is empty")
     norm = "fixed reference" if reference else "normalised to the front's own range"
     console.print(f"hypervolume: {result.hypervolume:.4f} ({norm}, reference point 1.1)")
-    console.print(f"evaluated: {len(history)}, failed: {len(failed)}"
+    console.print(f"{evaluated}, failed: {len(failed)}"
                   + (f" (e.g. {failed[-1].reason})" if failed else ""))
     console.print(f"stopped: {result.stop_reason}")
     if result.run_dir is not None:

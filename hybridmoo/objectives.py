@@ -136,6 +136,14 @@ def minimization_matrix(results: Sequence[EvalResult], objectives: Sequence[Obje
     return F
 
 
+def ranked(results: Sequence[EvalResult], objectives: Sequence[Objective]) -> list[EvalResult]:
+    """Successful ``results`` best first on the first objective (then the next, ...; ties
+    keep their order): the one order front points are numbered in (the CLI table's ``#``,
+    the export's ``NN_key`` folders)."""
+    return sorted((r for r in results if r.ok),
+                  key=lambda r: [o.sign * r.values[o.name] for o in objectives])
+
+
 def run_evaluation(evaluate: Callable[[dict[str, Any]], Mapping[str, Any]], candidate: Candidate,
                    objectives: Sequence[Objective], constraints: Sequence[Constraint] = ()
                    ) -> EvalResult:

@@ -258,6 +258,7 @@ def test_front_table_shares_one_row_between_equal_values():
 
     from hybridmoo import Candidate, EvalResult, Objective, ParetoArchive
     from hybridmoo.cli_output import print_front as _report
+    from hybridmoo.objectives import ranked
     from hybridmoo.search import SearchResult
 
     objectives = (Objective("error"), Objective("size", unit="MB"))
@@ -269,6 +270,16 @@ def test_front_table_shares_one_row_between_equal_values():
     _report(Console(file=buffer, width=120, markup=False), SearchResult(archive, "done"),
             objectives, ["x"], quiet=False)
     text = buffer.getvalue()
-    assert "Pareto front: 4 of 6 evaluated, 2 distinct points" in text
+    assert "Pareto front: 4 points of 6 evaluated, 2 distinct" in text
     assert "+2" in text and "size [MB] ↓" in text
+    # the rank (best error first), as the export numbers its folders, and the key
+    first = ranked(archive.front, objectives)[0]
+    assert f"│ 00 │ {first.key[:8]} │" in text
+    refined = EvalResult(Candidate({"x": 0}, origin="refine", parents=(first.key,)),
+                         {"error": 0.05, "size": 2.0})
+    archive.add(refined)
+    buffer = io.StringIO()
+    _report(Console(file=buffer, width=120, markup=False), SearchResult(archive, "done"),
+            objectives, ["x"], quiet=False)
+    assert "6 evaluated + 1 refined, failed: 1" in buffer.getvalue()
     assert "failed: 1 (e.g. ValueError: nope)" in text and "journal: none" in text

@@ -30,7 +30,7 @@ from hybridmoo.evaluate.measure import device_name
 from hybridmoo.export.files import MANIFEST
 from hybridmoo.export.point import export_point
 from hybridmoo.files import sha256_file, write_atomic
-from hybridmoo.objectives import TEST_PREFIX, EvalResult, Objective
+from hybridmoo.objectives import TEST_PREFIX, EvalResult, Objective, ranked
 
 INDEX_JSON = "front.json"
 INDEX_CSV = "front.csv"
@@ -67,14 +67,15 @@ def export_front(points: Sequence[FrontPoint], out_dir: str | os.PathLike[str], 
         missing = [o.name for o in objectives if o.name not in p.result.values]
         if missing:
             raise ConfigError(f"front record {p.result.key[:8]} has no value for {missing}")
-    ranked = sorted(points, key=lambda p: [o.sign * p.result.values[o.name] for o in objectives])
+    order = {id(r): i for i, r in enumerate(ranked([p.result for p in points], objectives))}
+    ranked_points = sorted(points, key=lambda p: order[id(p.result)])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     tmp.mkdir()
     try:
         rows = [_export_one(rank, p, tmp, objectives, example, calibration)
-                for rank, p in enumerate(ranked)]
+                for rank, p in enumerate(ranked_points)]
         index = {"format": 1, "objectives": [vars(o) for o in objectives], "points": rows}
         write_atomic(tmp / INDEX_JSON, (json.dumps(index, indent=1) + "\n").encode())
         write_atomic(tmp / INDEX_CSV, _csv(rows, objectives).encode())
