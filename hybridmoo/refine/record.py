@@ -71,3 +71,13 @@ def _nearest(name: str, dim: Any, value: Any) -> Any:
 
 def _layer(module: nn.Module | None) -> nn.Module | None:
     return module.layer if isinstance(module, FakeQuant) else module
+
+
+def changes(parent: Mapping[str, Any], hardened: Mapping[str, Any], steps: int
+            ) -> dict[str, Any]:
+    """What refinement changed against the parent's config: ``structure`` (each dimension
+    whose value changed, as ``[parent's, refined]``) and ``weights`` (it took training steps).
+    The quantization policy is part of the config, so a changed bit-width shows there too."""
+    structure = {name: [parent[name], value] for name, value in hardened.items()
+                 if name in parent and value != parent[name]}
+    return {"structure": structure, "weights": steps > 0}

@@ -24,7 +24,7 @@ from hybridmoo.refine.loop import (
     refine_network,
     teacher_logits,
 )
-from hybridmoo.refine.record import hardened_config, space_config
+from hybridmoo.refine.record import changes, hardened_config, space_config
 from hybridmoo.refine.settings import RefineSettings
 from hybridmoo.space import FRONT_TUNED, REFINED, Candidate
 from hybridmoo.supernet.supernet import Supernet
@@ -121,7 +121,8 @@ class Refiner:
                       objectives: Sequence[Objective], info: Mapping[str, Any]) -> Refined:
         start = time.perf_counter()
         candidate = Candidate(dict(survivor.config), REFINED, (survivor.key,), FRONT_TUNED)
-        info = {**info, "hardened_config": dict(survivor.config), "reason": None}
+        info = {**info, "hardened_config": dict(survivor.config), "reason": None,
+                "changed": changes(survivor.config, survivor.config, info["front_steps"])}
 
         def failed(reason: str, **extra: Any) -> Refined:
             return Refined(EvalResult(candidate, ok=False, reason=reason,
@@ -135,12 +136,12 @@ class Refiner:
             return failed(f"measurement failed: {type(exc).__name__}: {exc}")
         if isinstance(values, str):
             return failed(values)
-        task = [o for o in objectives if axis_of(o) == "task"]
-        if not any(values[o.name] > survivor.values[o.name] if o.direction == "max"
-                   else values[o.name] < survivor.values[o.name] for o in task):
+        if not _task_improved(values, survivor, objectives):
             return failed(f"rolled back: front tuning did not improve "
-                          f"{', '.join(o.name for o in task) or 'a task objective'} on the "
-                          "search's split", rolled_back=True)
+                          f"{_task_names(objectives)} on the search's split", rolled_back=True)
+        # the parent's structure and policy: its costs are the parent's (see _beside_parent)
+        values.update({o.name: survivor.values[o.name] for o in objectives
+                       if axis_of(o) in ("latency", "size")})
         return Refined(EvalResult(candidate, values, ok=True, info=info,
                                   elapsed_s=time.perf_counter() - start), network)
 
@@ -188,16 +189,59 @@ class Refiner:
             return failed(outcome.reason or "refinement failed")
         hardened = hardened_config(self.supernet, survivor.config, outcome.network)
         info["hardened_config"] = hardened
+        info["changed"] = changes(survivor.config, hardened, len(outcome.losses))
         candidate = Candidate(space_config(self.supernet.space, hardened), origin="refine",
                               parents=(survivor.key,))
         try:
-            values = _values(self.measure(outcome.network), objectives)
+            values = self._beside_parent(outcome.network, survivor, objectives,
+                                         bool(info["changed"]["structure"]))
         except Exception as exc:  # a failing measurement is a result, not a crash
             return failed(f"measurement failed: {type(exc).__name__}: {exc}")
         if isinstance(values, str):
             return failed(values)
+        if not info["changed"]["structure"] and not _task_improved(values, survivor,
+                                                                   objectives):
+            info["rolled_back"] = True
+            return failed("rolled back: the parent's structure and policy, and no better "
+                          f"{_task_names(objectives)} on the search's split")
         return EvalResult(candidate, values, ok=True, info=info,
                           elapsed_s=time.perf_counter() - start), outcome.network
+
+    def _beside_parent(self, network: nn.Module, parent: EvalResult,
+                       objectives: Sequence[Objective], restructured: bool
+                       ) -> dict[str, float] | str:
+        """``network``'s objective values, its costs comparable with its parent's: with the
+        parent's structure and policy its costs are the parent's (measuring again adds only
+        noise); with a new structure the parent is measured again right after it, and the
+        network's latency is the parent's recorded latency times the ratio of the two
+        measurements taken side by side (noise that drifts over a run cancels)."""
+        values = _values(self.measure(network), objectives)
+        if isinstance(values, str):
+            return values
+        costs = [o for o in objectives if axis_of(o) in ("latency", "size")]
+        if not restructured:
+            return {**values, **{o.name: parent.values[o.name] for o in costs}}
+        latency = [o for o in costs if axis_of(o) == "latency" and values[o.name] > 0]
+        if latency:
+            again = _values(self.measure(self.extract(parent.config)), objectives)
+            if isinstance(again, str):
+                return again
+            for o in latency:
+                if again[o.name] > 0:
+                    values[o.name] = parent.values[o.name] * values[o.name] / again[o.name]
+        return values
+
+
+def _task_improved(values: Mapping[str, float], parent: EvalResult,
+                   objectives: Sequence[Objective]) -> bool:
+    """Whether ``values`` beat the parent's on at least one task objective."""
+    return any(values[o.name] > parent.values[o.name] if o.direction == "max"
+               else values[o.name] < parent.values[o.name]
+               for o in objectives if axis_of(o) == "task")
+
+
+def _task_names(objectives: Sequence[Objective]) -> str:
+    return ", ".join(o.name for o in objectives if axis_of(o) == "task") or "a task objective"
 
 
 def _values(measured: Any, objectives: Sequence[Objective]) -> dict[str, float] | str:

@@ -95,6 +95,65 @@ def test_the_refined_config_is_the_hardened_network(trained, subnet, mid_config)
     assert described["layer2.0.w_bits"] == 8
 
 
+def test_what_refinement_changed_is_named_per_dimension():
+    from hybridmoo.refine.record import changes
+
+    parent = {"layer2.0.width": 1.0, "layer2.0.w_bits": 8}
+    assert changes(parent, dict(parent), 12) == {"structure": {}, "weights": True}
+    assert changes(parent, dict(parent, **{"layer2.0.width": 0.625}), 0) == {
+        "structure": {"layer2.0.width": [1.0, 0.625]}, "weights": False}
+
+
+def _drifting(data):
+    """A measure whose latencies carry a factor the test sets (a machine that gets slower)."""
+    base = _measure(data)
+    drift = {"factor": 1.0}
+
+    def measure(net):
+        out = base(net)
+        return {**out, "latency_ms": out["latency_ms"] * drift["factor"]}
+    return measure, drift
+
+
+def test_a_refined_networks_costs_are_measured_beside_its_parent(trained, subnet, data,
+                                                                 mid_config):
+    measure, drift = _drifting(data)
+    parent_config = mid_config(w_bits=8)
+    parent = _survivors(trained, subnet, measure, [parent_config])[0]
+    refiner = Refiner(trained, data, {"steps": 2}, measure=measure)
+    narrow = subnet(dict(parent_config, **{"layer3.0.width": 0.5, "layer4.0.width": 0.5}))
+    truth = _measure(data)
+    ratio = truth(narrow)["latency_ms"] / truth(subnet(parent_config))["latency_ms"]
+    drift["factor"] = 2.0  # the parent was measured on a quiet machine, this is not
+    # a new structure: its latency is the parent's recorded one times the side-by-side ratio
+    values = refiner._beside_parent(narrow, parent, OBJECTIVES, restructured=True)
+    assert values["latency_ms"] == pytest.approx(parent.values["latency_ms"] * ratio)
+    assert values["size_bytes"] == size_bytes(narrow)
+    # the parent's structure and policy: its costs are the parent's, not noise around them
+    same = subnet(parent_config)
+    values = refiner._beside_parent(same, parent, OBJECTIVES, restructured=False)
+    assert values["latency_ms"] == parent.values["latency_ms"]
+    assert values["size_bytes"] == parent.values["size_bytes"]
+
+
+def test_an_unrestructured_refinement_counts_only_when_it_is_more_accurate(trained, subnet,
+                                                                           data, mid_config):
+    from hybridmoo.tasks import RefineJob
+
+    measure = _measure(data)
+    survivor = _survivors(trained, subnet, measure, [mid_config(w_bits=8)])[0]
+    unbeatable = EvalResult(survivor.candidate, {**survivor.values, "accuracy": 101.0})
+    refiner = Refiner(trained, data, {"steps": 4, "recovery_steps": 4, "checks": 2},
+                      measure=measure)
+    # an accuracy-only preference prunes nothing: the parent's structure and policy
+    out = refiner.refine_job(RefineJob(unbeatable, ((1.0, 0.0, 0.0),), 0, 1), OBJECTIVES)
+    assert not out.result.ok and out.network is None
+    assert out.result.info["rolled_back"] and out.result.reason.startswith("rolled back")
+    if "changed" in out.result.info:  # refinement itself kept it: the parent check did not
+        assert out.result.info["changed"]["structure"] == {}
+        assert "the parent's structure and policy" in out.result.reason
+
+
 def test_hardened_widths_map_to_the_nearest_choice_of_the_space():
     from hybridmoo.space import Choice, IntRange, SearchSpace
 
