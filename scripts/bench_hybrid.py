@@ -161,6 +161,9 @@ def run_on_ray(variant: str, sn, data, seed: int, args, budget_s: float, evaluat
     from hybridmoo.search import RefineSchedule
 
     refiner, step, networks = serial_refinement(sn, data, seed, args, evaluator)
+    # the teacher's logits once, before the clock starts, as the pipeline computes them: they
+    # travel to the actors with the refiner instead of each actor computing its own
+    refiner.distillation_target()
 
     common = {"every": args.every or None, "survivors": args.survivors,
               "final_round": args.final_share > 0, "final_share": args.final_share}
