@@ -4,6 +4,7 @@ The black-box search API::
 
     from hybridmoo import Choice, IntRange, SearchSpace, Objective, search
 
+``pick`` chooses the exported Pareto point to deploy under latency / size / accuracy limits.
 Elastic supernets (``make_supernet``, ``train_supernet``) and ``load_subnet`` (an exported
 network) are imported lazily:
 ``import hybridmoo`` does not import torch, timm or torch-pruning.
@@ -15,6 +16,7 @@ from hybridmoo.archive import ParetoArchive
 from hybridmoo.backends import Backend, LocalBackend
 from hybridmoo.errors import ConfigError, HybridMooError, RunDirError
 from hybridmoo.objectives import Constraint, EvalResult, Objective
+from hybridmoo.pick import pick  # torch only when called (not lazy: see hybridmoo.pick)
 from hybridmoo.proposers import DEFAULT_ALGORITHM, Proposer, available, make_proposer
 from hybridmoo.search import SearchResult, search
 from hybridmoo.space import Candidate, Choice, IntRange, SearchSpace
@@ -25,7 +27,7 @@ __all__ = [
     "DEFAULT_ALGORITHM", "Backend", "Candidate", "Choice", "ConfigError", "Constraint",
     "EvalResult", "HybridMooError", "IntRange", "LocalBackend", "Objective", "ParetoArchive",
     "Proposer", "RunDirError", "SearchResult", "SearchSpace", "available", "load_subnet",
-    "make_proposer", "make_supernet", "search", "train_supernet",
+    "make_proposer", "make_supernet", "pick", "search", "train_supernet",
 ]
 
 _LAZY = {"make_supernet": "hybridmoo.supernet", "train_supernet": "hybridmoo.supernet",

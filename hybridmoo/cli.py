@@ -4,12 +4,14 @@ Commands: ``search`` (a run described by a YAML config, see :mod:`hybridmoo.conf
 ``algorithms`` and ``problems`` (what is registered), ``demo`` (the whole supernet pipeline),
 ``train-supernet`` (an elastic supernet, see :mod:`hybridmoo.supernet.train_config`),
 ``profile`` (a latency model of a supernet on a device, see :mod:`hybridmoo.evaluate`),
-``export`` (a supernet run's front as checkpoints + ONNX, see :mod:`hybridmoo.export`) and
-``report`` (a run's HTML report, see :mod:`hybridmoo.report`).
+``export`` (a supernet run's front as checkpoints + ONNX, see :mod:`hybridmoo.export`),
+``report`` (a run's HTML report, see :mod:`hybridmoo.report`) and ``pick`` (the exported point
+to deploy under latency / size / accuracy limits, see :mod:`hybridmoo.pick`).
 
-Exit codes: 0 done; 2 bad input (a usage error, or any :class:`~hybridmoo.errors.HybridMooError`,
-printed as one line ``hybridmoo: error: ...`` without a traceback); 130 interrupted (a run with a
-run directory can be continued with ``--resume``).
+Exit codes: 0 done; 1 ``pick`` found no point within the limits; 2 bad input (a usage
+error, or any :class:`~hybridmoo.errors.HybridMooError`, printed as one line ``hybridmoo:
+error: ...`` without a traceback); 130 interrupted (a run with a run directory can be continued
+with ``--resume``).
 
 This module imports only the standard library at import time, so ``--help`` answers at once;
 the search, YAML and rich are imported by the commands that need them.
@@ -18,11 +20,13 @@ the search, YAML and rich are imported by the commands that need them.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from hybridmoo.cli_output import PROG, make_console, print_front, set_resume_hint
+from hybridmoo.cli_pick import cmd_pick
 from hybridmoo.cli_supernet import (
     DEMO_OUT,
     cmd_demo,
@@ -42,7 +46,8 @@ EPILOG = """examples:
   hybridmoo train-supernet --config examples/train_supernet.yaml
   hybridmoo profile --config examples/train_supernet.yaml --samples 60
   hybridmoo export runs/pipeline
-  hybridmoo report runs/demo"""
+  hybridmoo report runs/demo
+  hybridmoo pick runs/demo --max-latency-ms 1 --out deploy/"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="export the Pareto front of a finished supernet run",
         description="Export each Pareto point of a finished supernet run to RUN_DIR/export/: "
                     "model.safetensors, manifest.json, model.onnx (and model.int8.onnx), "
-                    "with a front.json / front.csv index.")
+                    "with a front.json / front.csv index and history.csv (every "
+                    "evaluation).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
     p.set_defaults(command=cmd_export)
 
@@ -196,6 +202,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
     p.add_argument("--out", metavar="DIR", help="where to write it (default RUN_DIR/report)")
     p.set_defaults(command=cmd_report)
+
+    p = commands.add_parser(
+        "pick", help="choose the exported front point to deploy under latency / size limits",
+        description="Choose, among the exported front points of a run (RUN_DIR/export/"
+                    "front.json), the most accurate one that meets every limit given (ties: "
+                    "the faster, then the smaller); print it, where its checkpoint is and how "
+                    "to load it. Limits compare the values the search selected on (accuracy "
+                    "on the val split). Exit status 1 when no point meets the limits, 2 on "
+                    "bad input.")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a pipeline run directory, or its export directory")
+    p.add_argument("--max-latency-ms", type=_positive_float, metavar="MS",
+                   help="latency_ms at most MS milliseconds (as measured by the run)")
+    p.add_argument("--max-size-mb", type=_positive_float, metavar="MB",
+                   help="size at most MB megabytes, decimal: 1 MB = 1,000,000 bytes")
+    p.add_argument("--min-accuracy", type=_percent, metavar="PCT",
+                   help="accuracy at least PCT percent, 0-100 (e.g. 90 for 90%%), on the val "
+                        "split")
+    p.add_argument("--out", metavar="DIR",
+                   help="copy the point's checkpoint directory here (a new or empty "
+                        "directory)")
+    p.set_defaults(command=cmd_pick)
     return parser
 
 
@@ -291,6 +319,30 @@ def _positive_int(text: str) -> int:
     value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = _float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a percentage in [0, 100], got {text!r}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 

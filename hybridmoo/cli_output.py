@@ -20,8 +20,11 @@ MAX_ROWS = 50  # front rows shown; the journal holds them all
 
 
 def print_front(console: Console, result: SearchResult, objectives: Sequence[Objective],
-            dims: list[str], quiet: bool, reference: bool = False) -> None:
-    """The front as a table (config + objective values), then hypervolume, stop reason, journal."""
+                dims: list[str], quiet: bool, reference: bool = False,
+                hypervolume: tuple[float, str] | None = None) -> None:
+    """The front as a table (config + objective values), then hypervolume (``hypervolume``:
+    a value and what its normalisation is, instead of the search's own), stop reason,
+    journal."""
     from rich.table import Table
 
     from hybridmoo.objectives import ranked
@@ -68,7 +71,8 @@ def print_front(console: Console, result: SearchResult, objectives: Sequence[Obj
     if not front:
         console.print("no feasible result: the front is empty")
     norm = "fixed reference" if reference else "normalised to the front's own range"
-    console.print(f"hypervolume: {result.hypervolume:.4f} ({norm}, reference point 1.1)")
+    value, norm = hypervolume or (result.hypervolume, norm)
+    console.print(f"hypervolume: {value:.4f} ({norm}, reference point 1.1)")
     console.print(f"{evaluated}, failed: {len(failed)}"
                   + (f" (e.g. {failed[-1].reason})" if failed else ""))
     console.print(f"stopped: {result.stop_reason}")
@@ -86,11 +90,23 @@ def pipeline_summary(console: Console, result: Any, quiet: bool, seconds: float)
     """A pipeline run's training metrics, front (objectives and origin), export and report."""
     for name, value in result.train_metrics.items():
         console.print(f"supernet {name.replace('_', ' ')}: {value:.4f}")
+    from hybridmoo.baseline import compare, describe
+    from hybridmoo.objectives import ranked
+
     search = result.search
     objectives = search.archive.objectives
-    print_front(console, search, objectives, [], quiet)
+    baseline = result.baseline
+    print_front(console, search, objectives, [], quiet, hypervolume=result.hypervolume)
     refined = [r for r in search.front if r.candidate.origin == "refine"]
     console.print(f"front: {len(search.front)} points, {len(refined)} from gradient refinement")
+    if baseline is not None:
+        console.print(f"baseline, {baseline.source}: " + ", ".join(
+            f"{o.name} {fmt(baseline.values[o.name])}" for o in objectives
+            if o.name in baseline.values))
+        if not quiet:
+            for rank, r in enumerate(ranked(search.front, objectives)[:MAX_ROWS]):
+                console.print(f"  {rank:02d} {r.key[:8]}: " + describe(
+                    compare(r.values, baseline.values, objectives), objectives))
     if result.export_dir is not None:
         console.print(f"exported checkpoints: {result.export_dir}")
     if result.report is not None:

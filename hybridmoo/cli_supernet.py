@@ -95,14 +95,20 @@ def cmd_train_supernet(args: argparse.Namespace) -> int:
 
 def distributed_training(args: argparse.Namespace) -> bool:
     """train-supernet on Ray Train workers: asked for by --backend ray, more than one
-    worker, --ray-address or --gpu (which --backend local refuses)."""
-    wants = [flag for flag, given in (("--workers > 1", (args.workers or 1) > 1),
+    worker, --ray-address or --gpu (which --backend local refuses); MissingExtraError when
+    asked for without Ray installed."""
+    wants = [flag for flag, given in (("--backend ray", args.backend == "ray"),
+                                      ("--workers > 1", (args.workers or 1) > 1),
                                       ("--ray-address", args.ray_address is not None),
                                       ("--gpu", args.gpu)) if given]
     if args.backend == "local" and wants:
         raise ConfigError(f"{', '.join(wants)} needs --backend ray (Ray Train workers), not "
                           "--backend local")
-    return args.backend == "ray" or bool(wants)
+    if wants:
+        from hybridmoo.backends.ray_cluster import require_ray
+
+        require_ray(f"train-supernet {', '.join(wants)}")
+    return bool(wants)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

@@ -212,6 +212,10 @@ class ConfigReader:
         if value not in BACKENDS:
             self.fail(f"backend: unknown backend {value!r}{did_you_mean(value, BACKENDS)}; "
                       f"choose one of: {', '.join(BACKENDS)}")
+        if value == "ray":
+            from hybridmoo.backends.ray_cluster import require_ray
+
+            require_ray(f"{self.source}: backend: ray")
         return value
 
     def ray_options(self, value: Any, workers: int) -> dict[str, Any]:

@@ -16,3 +16,8 @@ class ConfigError(HybridMooError, ValueError):
 
 class RunDirError(HybridMooError):
     """The run directory cannot be used: locked by another process, or holds another run."""
+
+
+class MissingExtraError(HybridMooError, ImportError):
+    """A feature needs an optional dependency that is not installed (the message names the
+    ``pip install "hybridmoo[EXTRA]"`` command that installs it)."""

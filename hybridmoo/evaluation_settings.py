@@ -19,13 +19,14 @@ RUNTIMES = ("auto", "torch", "onnxruntime")
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    """``device``; ``batch_size`` / ``bn_batches``: BatchNorm recalibration batches (None:
+    """``device`` (None: a pipeline's ``device``, cpu for an evaluator of its own);
+    ``batch_size`` / ``bn_batches``: BatchNorm recalibration batches (None:
     the training's ``batch_size`` / ``calib_batches``); ``eval_batch_size``: accuracy batches
     on ``split``; latency of ``latency_batch`` images, median of ``repeats`` runs after
     ``warmup``, with ``runtime`` on ``threads`` threads; ``latency_model``: a `hybridmoo
     profile` file whose prediction replaces the measurement."""
 
-    device: str = "cpu"
+    device: str | None = None
     batch_size: int | None = None
     eval_batch_size: int = 256
     latency_batch: int = 1

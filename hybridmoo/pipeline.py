@@ -5,6 +5,7 @@ Run directory::
 
     pipeline.json        the pipeline config (a resumed run must match it)
     supernet/            the trained supernet checkpoint (hybridmoo.supernet.load_supernet)
+    baseline.json        the starting model, measured before the search (hybridmoo.baseline)
     run.json, journal.jsonl   the search journal (hybridmoo.journal)
     refined/<key>/       weights of every refined network (hybridmoo.export.save_network)
     export/              one checkpoint per front point + front.json / front.csv
@@ -26,11 +27,20 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hybridmoo.baseline import (
+    LARGEST,
+    USER_MODEL,
+    Baseline,
+    fixed_hypervolume,
+    load_baseline,
+    save_baseline,
+)
 from hybridmoo.errors import RunDirError
 from hybridmoo.files import write_atomic
 from hybridmoo.objectives import EvalResult
 from hybridmoo.pipeline_config import PipelineConfig
 from hybridmoo.rundir import (
+    BASELINE_FILE,
     PIPELINE_FILE,
     PIPELINE_LOCK_FILE,
     SUPERNET_DIR,
@@ -58,30 +68,51 @@ class PipelineResult:
     train_metrics: dict[str, float]
     export_dir: Path | None = None
     report: Path | None = None
+    baseline: Baseline | None = None
+
+    @property
+    def hypervolume(self) -> tuple[float, str]:
+        """The front's hypervolume under a fixed reference and what fixed it
+        (:func:`hybridmoo.baseline.fixed_hypervolume`)."""
+        return fixed_hypervolume(self.baseline, self.search.history,
+                                 self.search.archive.objectives)
 
 
-def run_pipeline(cfg: PipelineConfig, *, resume: bool = False, overwrite: bool = False,
-                 progress: bool | None = None) -> PipelineResult:
+def run_pipeline(cfg: PipelineConfig, *, data: Any = None, resume: bool = False,
+                 overwrite: bool = False, progress: bool | None = None) -> PipelineResult:
     """Run every stage of ``cfg`` (see the module docstring); ``resume`` continues a run,
     ``overwrite`` deletes the run in ``cfg.run_dir`` first. Everything that can be checked
     (run directory, model, checkpoint, data, device, Ray address) is checked before the first
-    file is written, so a bad config leaves the directory as it was."""
+    file is written, so a bad config leaves the directory as it was. ``data``: data from
+    Python instead of the config's ``supernet.data`` (an :class:`~hybridmoo.data.ImageData`,
+    or train / val / test Datasets or DataLoaders, see :func:`hybridmoo.data.as_image_data`):
+    pipeline.json records its sizes and fingerprint (:func:`hybridmoo.data.data_record`), so
+    resuming the run needs the same data passed again."""
     from hybridmoo.evaluate import SubnetEvaluator
 
+    images = None
+    if data is not None:
+        from hybridmoo.supernet.training import with_python_data
+
+        train, images = with_python_data(cfg.train, data)
+        cfg = replace(cfg, train=train)
     run_dir = Path(cfg.run_dir)
     settings = json.loads(json.dumps(_settings(cfg), default=str))
+    if resume:
+        _check_resumed_data(run_dir, settings)
     check_pipeline_dir(run_dir, settings, resume=resume, overwrite=overwrite,
                        resumable=RESUMABLE)
-    latency, prepared = _preflight(cfg, run_dir, resume)
+    latency, prepared = _preflight(cfg, run_dir, resume, images)
     with _pipeline_lock(run_dir):
         if overwrite:
             clear_run(run_dir)
         if not resume:
             write_atomic(run_dir / PIPELINE_FILE, json.dumps(settings, indent=1, sort_keys=True))
-        supernet, data, metrics = _supernet(cfg, run_dir, prepared, progress)
-        evaluator = SubnetEvaluator.from_settings(supernet, data, cfg.evaluation,
+        supernet, data, metrics = _supernet(cfg, run_dir, prepared, progress, images)
+        evaluator = SubnetEvaluator.from_settings(supernet, data, cfg.evaluation_settings(),
                                                   latency=latency, train=cfg.train)
         objectives = [o for o in evaluator.objectives if o.name in cfg.objectives]
+        baseline = _baseline(cfg, run_dir, supernet, data, evaluator)
         result = search(supernet.space, evaluator, objectives,
                         algorithm=cfg.algorithm or _default_algorithm(),
                         algorithm_options=cfg.algorithm_options, max_evals=cfg.max_evals,
@@ -93,24 +124,55 @@ def run_pipeline(cfg: PipelineConfig, *, resume: bool = False, overwrite: bool =
         if cfg.export:
             from hybridmoo.export import export_run
 
-            export_dir = export_run(run_dir)
+            export_dir = export_run(run_dir, data=data)
         if cfg.report:
             from hybridmoo.report import report_run
 
             report = report_run(run_dir)
-    return PipelineResult(result, run_dir, metrics, export_dir, report)
+    return PipelineResult(result, run_dir, metrics, export_dir, report, baseline)
 
 
-def _preflight(cfg: PipelineConfig, run_dir: Path, resume: bool) -> tuple[Any, Any]:
-    """Check what the config names before anything is written: the evaluation device, the
-    latency model, the Ray address, and (unless a finished supernet is resumed) the data, model
-    and checkpoint, built as training builds them. Returns the evaluator's ``latency``
-    ("measure" or the latency model) and the supernet to come: its checkpoint directory when
-    training is done, else ``prepare_training``'s (data, untrained supernet)."""
+def _baseline(cfg: PipelineConfig, run_dir: Path, supernet: Any, data: Any, evaluator: Any
+              ) -> Baseline:
+    """The starting model measured by the search's evaluator (:mod:`hybridmoo.baseline`):
+    read from the run directory when a resumed run measured it already."""
+    from hybridmoo.supernet.layout import FP32
+    from hybridmoo.supernet.training import accuracy, calibration_batches, prepare_subnet
+
+    path = run_dir / BASELINE_FILE
+    saved = load_baseline(path)
+    if saved is not None:
+        return saved
+    network, source = _user_model(cfg, data), USER_MODEL
+    if network is None:
+        largest = {k: (FP32 if k.endswith("_bits") else v)
+                   for k, v in supernet.largest().items()}
+        calib = calibration_batches(data, evaluator.batch_size, evaluator.seed,
+                                    evaluator.bn_batches)
+        network, source = prepare_subnet(supernet, largest, calib), LARGEST
+    measured = evaluator.measure_network(network)
+    values = {o.name: float(measured[o.name]) for o in evaluator.objectives
+              if o.name in measured}
+    test = ({} if data.test is data.val
+            else {"accuracy": 100.0 * accuracy(network.eval(), data.test)})
+    baseline = Baseline(source, values, test)
+    save_baseline(path, baseline)
+    log.info("baseline (%s): %s", source, values)
+    return baseline
+
+
+def _preflight(cfg: PipelineConfig, run_dir: Path, resume: bool, data: Any = None
+               ) -> tuple[Any, Any]:
+    """Check what the config names before anything is written: the device, the latency model,
+    the Ray address, and (unless a finished supernet is resumed) the data (``data``: checked
+    data from Python), model and checkpoint, built as training builds them. Returns the
+    evaluator's ``latency`` ("measure" or the latency model) and the supernet to come: its
+    checkpoint directory when training is done, else ``prepare_training``'s (data, untrained
+    supernet)."""
     from hybridmoo.evaluate.measure import resolve_device
     from hybridmoo.supernet.training import prepare_training
 
-    resolve_device(cfg.evaluation.device)
+    resolve_device(cfg.device)
     latency: Any = "measure"
     if cfg.evaluation.latency_model:
         from hybridmoo.evaluate import LatencyModel
@@ -122,7 +184,7 @@ def _preflight(cfg: PipelineConfig, run_dir: Path, resume: bool) -> tuple[Any, A
         check_address(cfg.ray.get("address"))
     if resume and trained_steps(run_dir) >= cfg.train.steps:
         return latency, run_dir / SUPERNET_DIR
-    return latency, prepare_training(cfg.train)
+    return latency, prepare_training(cfg.train, data)
 
 
 @contextmanager
@@ -135,6 +197,19 @@ def _pipeline_lock(run_dir: Path) -> Iterator[None]:
                           f"{exc.strerror or exc}") from None
     with hold_lock(run_dir, PIPELINE_LOCK_FILE):
         yield
+
+
+def _check_resumed_data(run_dir: Path, settings: dict[str, Any]) -> None:
+    """ConfigError saying to pass the data again when the run in ``run_dir`` was started on
+    data from Python and this call passes none (the settings check would only say the data
+    differs, and suggest starting over)."""
+    from hybridmoo.data import check_resumed_source
+
+    try:
+        old = json.loads((run_dir / PIPELINE_FILE).read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return  # check_pipeline_dir reports a missing or unreadable pipeline.json
+    check_resumed_source(old, settings.get("data"))
 
 
 def _settings(cfg: PipelineConfig) -> dict[str, Any]:
@@ -151,10 +226,11 @@ def _settings(cfg: PipelineConfig) -> dict[str, Any]:
     return out
 
 
-def _supernet(cfg: PipelineConfig, run_dir: Path, prepared: Any, progress: bool | None
-              ) -> tuple[Any, Any, dict[str, float]]:
-    """The trained supernet: loaded when training finished (``prepared`` is its directory),
-    else trained now from ``prepared`` (resumed from its last checkpoint when it has one)."""
+def _supernet(cfg: PipelineConfig, run_dir: Path, prepared: Any, progress: bool | None,
+              data: Any = None) -> tuple[Any, Any, dict[str, float]]:
+    """The trained supernet and its data (``data`` when given, else the config's): loaded when
+    training finished (``prepared`` is its directory), else trained now on ``cfg.device``
+    from ``prepared`` (resumed from its last checkpoint when it has one)."""
     from hybridmoo.data import make_data
     from hybridmoo.supernet import load_supernet, train_supernet
     from hybridmoo.supernet.checkpoint import META_FILE
@@ -163,9 +239,10 @@ def _supernet(cfg: PipelineConfig, run_dir: Path, prepared: Any, progress: bool 
     if isinstance(prepared, Path):
         meta = json.loads((train_dir / META_FILE).read_text()).get("meta", {})
         supernet = load_supernet(train_dir)
-        return supernet, make_data(cfg.train.data, cfg.train.image_size), meta.get(
-            "metrics", {})
-    trained = train_supernet(replace(cfg.train, run_dir=str(train_dir)),
+        if data is None:
+            data = make_data(cfg.train.data, cfg.train.image_size)
+        return supernet, data, meta.get("metrics", {})
+    trained = train_supernet(replace(cfg.train, run_dir=str(train_dir)), device=cfg.device,
                              resume=(train_dir / META_FILE).is_file(), progress=progress,
                              prepared=prepared)
     return trained.supernet, trained.data, trained.metrics
@@ -184,8 +261,9 @@ def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,
     model = evaluator.latency if not isinstance(evaluator.latency, str) else None
     refiner = Refiner(supernet, data, RefineSettings.from_dict(options),
                       measure=evaluator.measure_network, latency_model=model,
-                      teacher=_user_model(cfg, data))
-
+                      teacher=_user_model(cfg, data), device=cfg.device)
+    if refiner.settings.distill:  # once, before the search: the teacher's logits travel with
+        refiner.distillation_target()  # the refiner to every worker instead of each making them
     return RefineSchedule(worker=refiner.refine_job, keep=_Keep(run_dir), every=every,
                           survivors=survivors, final_share=final_share, front_round=front)
 

@@ -4,8 +4,10 @@
     supernet:                   # a supernet training config (see hybridmoo/supernet/train_config)
       model: test_resnet
       steps: 300
+    device: cpu                 # where training, evaluation (latency too) and refinement run:
+                                #   cpu, cuda, cuda:N, mps; checked before anything is written
+                                #   (the older evaluation.device is read as this key)
     evaluation:                 # how sub-networks are measured (hybridmoo.evaluate)
-      device: cpu
       batch_size: 64            # BatchNorm recalibration batches (default: the training's)
       eval_batch_size: 256      # held-out accuracy batches
       latency_batch: 1          # batch size of the latency measurement
@@ -43,9 +45,10 @@ Unknown keys and wrong types are :class:`ConfigError`\\ s naming the file and th
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +57,13 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.evaluation_settings import EvaluationSettings
 from hybridmoo.loading import did_you_mean
 
-PIPELINE_KEYS = ("supernet", "evaluation", "objectives", "algorithm", "algorithm_options",
+PIPELINE_KEYS = ("supernet", "device", "evaluation", "objectives", "algorithm", "algorithm_options",
                  "max_evals", "max_seconds", "seed", "refine", "export", "report", "run_dir",
                  "backend", "workers", "ray")
 SCHEDULE_KEYS = ("every", "survivors", "final_share", "front")
 OBJECTIVE_NAMES = ("accuracy", "latency_ms", "size_bytes")
+
+log = logging.getLogger("hybridmoo")
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class PipelineConfig:
     train: Any  # hybridmoo.supernet.TrainConfig (imported lazily: it needs no torch, but keeps
     #             this module's imports as light as hybridmoo.config's)
     run_dir: Path
+    device: str = "cpu"  # training, evaluation and refinement (evaluation.device: None or equal)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     objectives: tuple[str, ...] = OBJECTIVE_NAMES
     algorithm: str | None = None
@@ -82,6 +88,19 @@ class PipelineConfig:
     workers: int = 1
     ray: dict[str, Any] = field(default_factory=dict)  # RayBackend options (backend: ray)
     source: str = "config"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError(f"device must be a non-empty string (cpu, cuda, cuda:N, mps), got "
+                              f"{self.device!r}")
+        if self.evaluation.device not in (None, self.device):
+            raise ConfigError(f"evaluation.device {self.evaluation.device!r} differs from "
+                              f"device {self.device!r}: a pipeline trains, evaluates and "
+                              "refines on its one device; set device only")
+
+    def evaluation_settings(self) -> EvaluationSettings:
+        """``evaluation`` on the pipeline's ``device``."""
+        return replace(self.evaluation, device=self.device)
 
     def make_backend(self) -> Any:
         """The backend name, or for ``ray`` a RayBackend built with the ``ray`` options."""
@@ -128,7 +147,7 @@ class _PipelineReader(ConfigReader):
         if refine and refine["final_share"] > 0 and max_seconds is None:
             self.fail("refine.final_share is a share of max_seconds: set max_seconds")
         return PipelineConfig(
-            train=train, run_dir=run_dir,
+            train=train, run_dir=run_dir, device=self.device(data),
             evaluation=self.evaluation(data.get("evaluation")),
             objectives=self.objective_names(data.get("objectives")),
             algorithm=self.algorithm(algorithm) if algorithm is not None else None,
@@ -141,9 +160,28 @@ class _PipelineReader(ConfigReader):
             backend=self.backend(data.get("backend", "local")), workers=workers,
             ray=self.ray_options(data.get("ray"), workers), source=self.source)
 
+    def device(self, data: Mapping[str, Any]) -> str:
+        """The top-level ``device``; the older ``evaluation.device`` is read as it (with a
+        warning), and both given must agree."""
+        device = data.get("device")
+        if device is not None:
+            self.string("device", device)
+        evaluation = data.get("evaluation")
+        old = evaluation.get("device") if isinstance(evaluation, Mapping) else None
+        if old is None:
+            return device or "cpu"
+        self.string("evaluation.device", old)
+        if device is not None and old != device:
+            self.fail(f"evaluation.device {old!r} and device {device!r} disagree: a pipeline "
+                      "trains, evaluates and refines on its one device; set device only")
+        log.warning("%s: evaluation.device is now the top-level key device (training, "
+                    "evaluation and refinement run there); read as device: %s", self.source, old)
+        return old
+
     def evaluation(self, value: Any) -> EvaluationSettings:
         names = tuple(f.name for f in fields(EvaluationSettings))
         out = dict(self.record("evaluation", value or {}, names))
+        out.pop("device", None)  # the pipeline's device (see device())
         if out.get("latency_model") is not None:
             path = Path(self.string("evaluation.latency_model", out["latency_model"]))
             path = path.expanduser()

@@ -3,13 +3,17 @@ same figures as PNG files beside it.
 
 - 2-D projections of the front: the first objective against each other one; every evaluated
   point in grey, the Pareto front highlighted, refined points (``origin="refine"``) drawn as
-  triangles of another colour with a dashed line from the record they were refined from;
-- the hypervolume after each evaluation (:meth:`ParetoArchive.hypervolume_curve`);
-- a table of the front, linking each exported checkpoint directory when an export index
-  (``front.json``) is given, and the run's facts.
+  triangles of another colour with a dashed line from the record they were refined from, the
+  baseline (the starting model, :mod:`hybridmoo.baseline`) as a star;
+- the hypervolume after each evaluation (:meth:`ParetoArchive.hypervolume_curve`), under the
+  fixed reference of :func:`hybridmoo.baseline.fixed_reference`;
+- a table of the front (numbered by rank as the export's folders are), each point against
+  the baseline and, for refined ones, what refinement changed, linking each exported
+  checkpoint directory when an export index (``front.json``) is given, and the run's facts.
 
-``report_run(run_dir)`` reads a run directory (``run.json``, ``journal.jsonl``, and
-``export/front.json`` when present) without taking its lock or writing to it.
+``report_run(run_dir)`` reads a run directory (``run.json``, ``journal.jsonl``,
+``baseline.json`` and ``export/front.json`` when present) without taking its lock or writing
+to it.
 """
 
 from __future__ import annotations
@@ -26,12 +30,21 @@ from pathlib import Path
 from typing import Any
 
 from hybridmoo.archive import ParetoArchive
+from hybridmoo.baseline import (
+    Baseline,
+    compare,
+    describe,
+    fixed_reference,
+    load_baseline,
+    reference_text,
+)
 from hybridmoo.errors import ConfigError
 from hybridmoo.files import write_atomic
 from hybridmoo.journal import JOURNAL_FILE, RUN_FILE
-from hybridmoo.objectives import TEST_PREFIX, EvalResult, Objective
-from hybridmoo.rundir import EXPORT_DIR, REPORT_DIR
+from hybridmoo.objectives import TEST_PREFIX, EvalResult, Objective, ranked
+from hybridmoo.rundir import BASELINE_FILE, EXPORT_DIR, REPORT_DIR
 from hybridmoo.space import REFINED
+from hybridmoo.units import axis_units
 
 REPORT_FILE = "report.html"
 EXPORT_INDEX = Path(EXPORT_DIR) / "front.json"
@@ -96,36 +109,46 @@ def report_run(run_dir: str | os.PathLike[str],
     index = run_dir / EXPORT_INDEX
     return write_report(run.history, run.objectives, out_dir or run_dir / REPORT_DIR,
                         export_index=index if index.is_file() else None,
-                        title=f"hybridmoo run: {run_dir.name}", facts=facts)
+                        title=f"hybridmoo run: {run_dir.name}", facts=facts,
+                        baseline=load_baseline(run_dir / BASELINE_FILE))
 
 
 def write_report(history: Sequence[EvalResult], objectives: Sequence[Objective],
                  out_dir: str | os.PathLike[str], *, export_index: Path | None = None,
-                 title: str = "hybridmoo report", facts: Mapping[str, Any] | None = None) -> Path:
+                 title: str = "hybridmoo report", facts: Mapping[str, Any] | None = None,
+                 baseline: Baseline | None = None) -> Path:
     """Write report.html and its PNG figures to ``out_dir``; returns report.html's path.
     ``export_index`` is an export's front.json, whose checkpoint directories the front table
-    links; ``facts`` are extra (label, value) lines for the summary."""
+    links; ``facts`` are extra (label, value) lines for the summary; ``baseline`` (the
+    starting model, :mod:`hybridmoo.baseline`) is drawn on the figures and every front point
+    is compared with it. The hypervolume has a fixed reference
+    (:func:`hybridmoo.baseline.fixed_reference`), said on the page."""
     objectives = tuple(objectives)
     if not objectives:
         raise ConfigError("a report needs at least one objective")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    archive = ParetoArchive(objectives)
+    base = baseline.values if baseline is not None else None
+    reference = fixed_reference(base, history, objectives)
+    archive = ParetoArchive(objectives, reference)
     for r in history:
         archive.add(r)
-    figures = [(f"front_0_{j}.png", _projection(archive, 0, j), _pair_caption(objectives, j))
+    norm = (reference_text(baseline) if reference is not None
+            else "normalised to the final front")
+    figures = [(f"front_0_{j}.png", _projection(archive, 0, j, base),
+                _pair_caption(objectives, j, baseline))
                for j in range(1, len(objectives))]
     figures.append(("hypervolume.png", _hypervolume(archive),
-                    "Hypervolume of the front after each evaluation (normalised to the final "
-                    "front, reference point 1.1); triangles mark refined results."))
+                    f"Hypervolume of the front after each evaluation ({norm}, reference point "
+                    "1.1); triangles mark refined results."))
     images = []
     for name, png, caption in figures:
         (out_dir / name).write_bytes(png)
         images.append((name, base64.b64encode(png).decode("ascii"), caption))
     links, tests = (_export_links(export_index, out_dir) if export_index is not None
                     else ({}, {}))
-    summary = _facts(archive, facts or {})
-    page = _page(title, summary, images, _front_rows(archive, links, tests), objectives,
+    summary = _facts(archive, facts or {}, norm, baseline)
+    page = _page(title, summary, images, _front_rows(archive, links, tests, base), objectives,
                  bool(links))
     path = out_dir / REPORT_FILE
     write_atomic(path, page)
@@ -135,18 +158,25 @@ def write_report(history: Sequence[EvalResult], objectives: Sequence[Objective],
 # -- figures ---------------------------------------------------------------------------------
 
 
-def _axis_label(o: Objective) -> str:
-    unit = f" [{o.unit}]" if o.unit else ""
-    return f"{o.name}{unit} ({'higher' if o.direction == 'max' else 'lower'} is better)"
+def _format_axis(axis: Any, o: Objective, values: Sequence[float]) -> None:
+    """Label ``axis`` (a matplotlib x or y axis) with ``o``'s readable unit and tick text
+    (:func:`hybridmoo.units.axis_units`: bytes in KB or MB, ms, %), without an offset."""
+    from matplotlib.ticker import FuncFormatter
+
+    units = axis_units(o, values)
+    axis.set_label_text(units.label)
+    axis.set_major_formatter(FuncFormatter(lambda value, _pos: units.tick(value)))
 
 
-def _pair_caption(objectives: Sequence[Objective], j: int) -> str:
+def _pair_caption(objectives: Sequence[Objective], j: int, baseline: Baseline | None) -> str:
     return (f"{objectives[0].name} vs {objectives[j].name}: all evaluated points (grey), the "
             "Pareto front from evolution (circles) and refined networks (triangles, dashed "
-            "line from the network they were refined from).")
+            "line from the network they were refined from)"
+            + (f"; the star is the baseline, {baseline.source}." if baseline else "."))
 
 
-def _projection(archive: ParetoArchive, i: int, j: int) -> bytes:
+def _projection(archive: ParetoArchive, i: int, j: int,
+                baseline: Mapping[str, float] | None = None) -> bytes:
     oi, oj = archive.objectives[i], archive.objectives[j]
     ok = [r for r in archive.history if r.ok]
     front = {id(r) for r in archive.front}
@@ -169,8 +199,13 @@ def _projection(archive: ParetoArchive, i: int, j: int) -> bytes:
         ax.scatter(*xy(refined), s=60, marker="^", c=REFINE, edgecolors="black",
                    linewidths=0.5, zorder=4,
                    label=f"refined, gradient MOO ({len(refined)}, {on_front} on the front)")
-    ax.set_xlabel(_axis_label(oj))
-    ax.set_ylabel(_axis_label(oi))
+    xs, ys = [r.values[oj.name] for r in ok], [r.values[oi.name] for r in ok]
+    if baseline is not None and oi.name in baseline and oj.name in baseline:
+        ax.scatter([baseline[oj.name]], [baseline[oi.name]], s=160, marker="*", c="#d62728",
+                   edgecolors="black", linewidths=0.5, zorder=5, label="baseline")
+        xs, ys = [*xs, baseline[oj.name]], [*ys, baseline[oi.name]]
+    _format_axis(ax.xaxis, oj, xs)
+    _format_axis(ax.yaxis, oi, ys)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return _png(fig)
@@ -232,7 +267,8 @@ def _export_links(index: Path, out_dir: Path
     return links, tests
 
 
-def _facts(archive: ParetoArchive, extra: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _facts(archive: ParetoArchive, extra: Mapping[str, Any], norm: str,
+           baseline: Baseline | None) -> list[tuple[str, str]]:
     history, front = archive.history, archive.front
     refined = [r for r in history if r.candidate.origin == REFINED]
     on_front = {id(r) for r in front}
@@ -243,19 +279,36 @@ def _facts(archive: ParetoArchive, extra: Mapping[str, Any]) -> list[tuple[str, 
             ("Pareto front", f"{len(front)} points"),
             ("refined results", f"{len(refined)} ({sum(id(r) in on_front for r in refined)} on the "
                                 "front)"),
-            ("hypervolume", f"{archive.hypervolume():.4f} (normalised to the front's range, "
-                            "reference point 1.1)")]
+            ("hypervolume", f"{archive.hypervolume():.4f} ({norm}, reference point 1.1)")]
+    if baseline is not None:
+        rows.append(("baseline", f"{baseline.source}: " + ", ".join(
+            f"{o.name} {_fmt(baseline.values[o.name])}{f' {o.unit}' if o.unit else ''}"
+            for o in archive.objectives if o.name in baseline.values)))
     rows += [(str(k), str(v)) for k, v in extra.items()]
     return rows
 
 
 def _front_rows(archive: ParetoArchive, links: Mapping[str, str],
-                tests: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
+                tests: Mapping[str, Mapping[str, float]],
+                baseline: Mapping[str, float] | None) -> list[dict[str, Any]]:
     index = {id(r): n for n, r in enumerate(archive.history, 1)}
-    front = sorted(archive.front,
-                   key=lambda r: [o.sign * r.values[o.name] for o in archive.objectives])
+    objectives = archive.objectives
     return [{"eval": index[id(r)], "record": r, "link": links.get(r.key),
-             "test": tests.get(r.key, {})} for r in front]
+             "test": tests.get(r.key, {}),
+             "versus": (describe(compare(r.values, baseline, objectives), objectives)
+                        if baseline is not None else "")}
+            for r in ranked(archive.front, objectives)]
+
+
+def changed_text(record: EvalResult) -> str:
+    """What refinement changed against the parent (``info["changed"]``), in words."""
+    changed = record.info.get("changed")
+    if not isinstance(changed, Mapping):
+        return ""
+    parts = [f"{k} {a}→{b}" for k, (a, b) in changed.get("structure", {}).items()]
+    if changed.get("weights"):
+        parts.append("weights")
+    return ", ".join(parts) or "nothing"
 
 
 def _page(title: str, facts: list[tuple[str, str]], images: list[tuple[str, str, str]],
@@ -276,9 +329,11 @@ def _page(title: str, facts: list[tuple[str, str]], images: list[tuple[str, str,
     tested = [o for o in objectives if any(o.name in row["test"] for row in rows)]
     label = lambda o, split="": (f"{o.name}{f' [{o.unit}]' if o.unit else ''}{split} "  # noqa: E731
                                  f"{'↑' if o.direction == 'max' else '↓'}")
-    head = ["#", "eval", "origin", "key",
+    compared = any(row["versus"] for row in rows)
+    head = ["#", "evaluation", "origin", "key",
             *(label(o, ", val" if o in tested else "") for o in objectives),
-            *(label(o, ", test") for o in tested), "config"] + (["checkpoint"] if linked else [])
+            *(label(o, ", test") for o in tested), *(["vs baseline"] if compared else []),
+            "changed by refinement", "config"] + (["checkpoint"] if linked else [])
     out.append('<table class="front"><tr>' + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
     for n, row in enumerate(rows):
         r = row["record"]
@@ -290,6 +345,7 @@ def _page(title: str, facts: list[tuple[str, str]], images: list[tuple[str, str,
                  f"<code>{e(r.key[:8])}</code>",
                  *(e(_fmt(r.values[o.name])) for o in objectives),
                  *(e(_fmt(row["test"][o.name])) if o.name in row["test"] else "" for o in tested),
+                 *([e(row["versus"])] if compared else []), e(changed_text(r)),
                  f"<code>{e(', '.join(f'{k}={v}' for k, v in r.config.items()))}</code>"]
         if linked:
             link = row["link"]

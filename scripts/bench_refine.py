@@ -136,7 +136,8 @@ def run(args) -> int:
         from hybridmoo.evaluate.measure import count_macs
 
         return {"accuracy": 100 * val_accuracy(net, val),
-                "macs": float(count_macs(net, example[:1])), "size_bytes": float(size_bytes(net))}
+                "macs": float(count_macs(net, example[:1])),
+                "size_bytes": float(size_bytes(net, example))}
 
     def test_acc(net):
         return 100 * accuracy(net, test)
@@ -251,7 +252,7 @@ def compare(parent, net, test_acc, example, repeats: int, result) -> dict:
                 "dominates": False, "worse_all": False, "d_acc": 0.0, "size": 1.0}
     lat_p, lat_c = latency_ms([parent, net], example, repeats)
     acc_p, acc_c = test_acc(parent), test_acc(net)
-    size_p, size_c = size_bytes(parent), size_bytes(net)
+    size_p, size_c = size_bytes(parent, example), size_bytes(net, example)
     no_worse = acc_c >= acc_p and lat_c <= lat_p and size_c <= size_p
     better = acc_c > acc_p or lat_c < lat_p or size_c < size_p
     return {"ok": True, "rolled_back": False, "dominates": no_worse and better,

@@ -92,7 +92,7 @@ def make_measure(data):
 
     def measure(net):
         return {"accuracy": 100.0 * accuracy(net, data.val), "macs": count_macs(net, example),
-                "size_bytes": size_bytes(net)}
+                "size_bytes": size_bytes(net, example)}
     return measure
 
 

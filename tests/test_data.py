@@ -47,6 +47,16 @@ needs_real = pytest.mark.skipif(
     ({"root": "imgs"}, {"root": "imgs"}),
     ({"root": "imgs", "skip_corrupt": False}, {"root": "imgs"}),
     ({"root": "imgs", "skip_corrupt": True}, {"root": "imgs", "skip_corrupt": True}),
+    ({"name": "torch/cifar10", "root": "c", "download": False}, {"name": "torch/cifar10",
+                                                                 "root": "c"}),
+    ({"name": "torch/cifar10", "root": "c", "download": True, "augment": False,
+      "mean": [0.5, 0.4, 0.3], "std": 1},
+     {"name": "torch/cifar10", "root": "c", "download": True, "augment": False,
+      "mean": [0.5, 0.4, 0.3], "std": 1.0}),
+    ({"name": "digits", "mean": 0, "std": 1, "augment": True},
+     {"name": "digits", "mean": 0.0, "std": 1.0, "augment": True}),
+    ({"root": "imgs", "augment": False, "mean": (0, 0, 0)},
+     {"root": "imgs", "augment": False, "mean": [0.0, 0.0, 0.0]}),
 ])
 def test_data_sources_have_one_canonical_form(value, canonical):
     assert check_source(value) == canonical
@@ -64,6 +74,21 @@ def test_data_sources_have_one_canonical_form(value, canonical):
     ({"name": "mnist"}, "unknown name 'mnist'"),
     ({"name": "digits", "root": "x"}, "takes no root"),
     ({"name": "fashion-mnist", "skip_corrupt": True}, "skip_corrupt is for image folders"),
+    ({"name": "digits", "mean": [0.5, 0.5, 0.5]}, "digits is grey: mean takes one number"),
+    ({"root": "x", "std": 0}, "std must be a positive number or a list of 3"),
+    ({"root": "x", "std": [1, 1, -1]}, "std must be a positive number"),
+    ({"root": "x", "mean": [0.1, 0.2]}, "mean must be a number or a list of 3"),
+    ({"root": "x", "mean": "0.5"}, "mean must be a number"),
+    ({"root": "x", "mean": float("nan")}, "mean must be a number"),
+    ({"root": "x", "augment": "yes"}, "augment must be true or false"),
+    ({"root": "x", "download": True}, "download is for timm datasets"),
+    ({"name": "torch/cifar10", "root": "x", "skip_corrupt": True},
+     "skip_corrupt is for image folders"),
+    ({"name": "torch/cifar10"}, "needs 'root' (the folder of torch/cifar10)"),
+    ({"name": "wds/shards", "root": "x"}, "streaming timm dataset"),
+    ({"name": "tv/cifar10", "root": "x"}, "unknown name 'tv/cifar10'"),
+    ("torch/cifar10", "a timm dataset is a mapping"),
+    ({"python": True, "sizes": [3, 2, 1], "fingerprint": "ab"}, "came from Python"),
 ])
 def test_bad_data_sources_are_config_errors(value, message):
     with pytest.raises(ConfigError, match=r"^data") as info:
@@ -266,3 +291,224 @@ def test_real_fashion_mnist_splits():
     x = data.train.tensors[0]
     assert x.shape == (54_000, 3, 28, 28) and x.stride(1) == 0  # one channel held, 3 shown
     assert abs(float(x[:, 0].mean())) < 0.01 and abs(float(x[:, 0].std()) - 1) < 0.01
+
+
+# -- normalisation and augmentation
+
+def test_mean_and_std_normalise_every_source(tmp_path):
+    default = make_data("digits", 32).val.tensors[0]
+    raw = make_data({"name": "digits", "mean": 0, "std": 1}, 32).val.tensors[0]
+    assert torch.allclose(raw, default * 0.5 + 0.5, atol=1e-6)  # the default: mean 0.5, std 0.5
+    fake_fashion(tmp_path / "raw")
+    data = make_data({"name": "fashion-mnist", "root": str(tmp_path / "raw"), "mean": 0.5,
+                      "std": 0.25}, 28)
+    pixels = read_idx(tmp_path / "raw" / "t10k-images-idx3-ubyte.gz").astype(np.float64) / 255
+    assert np.allclose(data.test.tensors[0][:, 0].double().numpy(), (pixels - 0.5) / 0.25,
+                       atol=1e-5)
+    _folder(tmp_path / "imgs")
+    folder = {"root": str(tmp_path / "imgs"), "skip_corrupt": True}
+    x, _ = make_data({**folder, "mean": [0, 0, 0], "std": 1}, 16).val[0]  # val/a/0.png
+    assert torch.allclose(x[:, 0, 0], torch.tensor([0, 90, 200]) / 255, atol=1e-6)
+    x, _ = make_data({**folder, "mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 2]}, 16).val[0]
+    expect = (torch.tensor([0, 90, 200]) / 255 - torch.tensor([0.1, 0.2, 0.3])) / torch.tensor(
+        [0.5, 0.5, 2])
+    assert torch.allclose(x[:, 0, 0], expect, atol=1e-6)
+    x, _ = make_data(folder, 16).val[0]  # timm's ImageNet statistics by default
+    imagenet = (torch.tensor([0, 90, 200]) / 255 - torch.tensor([0.485, 0.456, 0.406])) / (
+        torch.tensor([0.229, 0.224, 0.225]))
+    assert torch.allclose(x[:, 0, 0], imagenet, atol=1e-5)
+
+
+def _noise_folder(root: Path, per_class: int = 10) -> Path:
+    """train/ and val/ with classes a, b of random-noise PNGs (crops and flips show)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", 3)):
+        for label in ("a", "b"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(
+                    folder / f"{i}.png")
+    return root
+
+
+def test_an_image_folder_trains_on_timms_augmentation_and_evaluates_without(tmp_path):
+    from hybridmoo.supernet.training import calibration_batches
+
+    data = make_data({"root": str(_noise_folder(tmp_path))}, 24)
+    steps = [type(t).__name__ for t in data.train.transform.transforms]
+    assert "RandomResizedCropAndInterpolation" in steps and "RandomHorizontalFlip" in steps
+    assert not any("Random" in type(t).__name__ for t in data.calib.transform.transforms)
+    assert data.calib.transform is data.val.transform
+    torch.manual_seed(0)
+    assert not torch.equal(data.train[0][0], data.train[0][0])  # drawn anew at each read
+    assert torch.equal(data.calib[0][0], data.calib[0][0]) and data.calib[0][1] == 0
+    first, again = (calibration_batches(data, 4, 0, 2) for _ in range(2))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    plain = make_data({"root": str(tmp_path), "augment": False}, 24)
+    assert plain.calib is None and plain.calibration_set() is plain.train
+    assert torch.equal(plain.train[0][0], data.calib[0][0])
+
+
+def _crop_offset(image: torch.Tensor, padded: torch.Tensor, pad: int) -> tuple[int, int] | None:
+    h, w = image.shape[-2:]
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            if torch.equal(padded[:, dy:dy + h, dx:dx + w], image):
+                return dy, dx
+    return None
+
+
+def test_built_in_augmentation_is_seeded_random_crops(tmp_path):
+    from hybridmoo.data import AugmentedTensors
+
+    plain, data = make_data("digits", 32), make_data({"name": "digits", "augment": True}, 32)
+    assert isinstance(data.train, AugmentedTensors) and data.train.pad == 4
+    assert not data.train.flip and data.calib is not None
+    assert torch.equal(data.calib.tensors[0], plain.train.tensors[0])
+    epoch = list(epoch_batches(data.train, 64, seed=0, epoch=1))
+    resumed = list(epoch_batches(data.train, 64, seed=0, epoch=1, skip=3))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(epoch[3:], resumed, strict=True))
+    unaugmented = list(epoch_batches(plain.train, 64, seed=0, epoch=1))
+    x, y = epoch[0]
+    assert torch.equal(y, unaugmented[0][1]) and not torch.equal(x, unaugmented[0][0])
+    padded = torch.nn.functional.pad(unaugmented[0][0], (4, 4, 4, 4), value=-1.0)  # black
+    offsets = [_crop_offset(x[k], padded[k], 4) for k in range(len(x))]
+    assert None not in offsets and len(set(offsets)) > 5  # crops at many places, no flips
+    fake_fashion(tmp_path, per_class=8)
+    fashion = make_data({"name": "fashion-mnist", "root": str(tmp_path), "augment": True}, 28)
+    assert fashion.train.flip
+    x, _ = next(epoch_batches(fashion.train, 32, seed=0, epoch=0))
+    source, _ = next(epoch_batches(fashion.calib, 32, seed=0, epoch=0))
+    fill = -FASHION_MNIST_MEAN / FASHION_MNIST_STD
+    padded = torch.nn.functional.pad(source, (4, 4, 4, 4), value=fill)
+    flipped = [_crop_offset(x[k], padded[k], 4) is None for k in range(len(x))]
+    assert all(_crop_offset(x[k].flip(-1), padded[k], 4) is not None
+               for k in range(len(x)) if flipped[k])
+    assert 0 < sum(flipped) < len(x)
+
+
+def test_a_timm_dataset_by_name(tmp_path):
+    """torch/image_folder (torchvision's ImageFolder through timm's factory) offline: the
+    training split less a fixed 10 % per class is train, that 10 % val, timm's validation
+    split test."""
+    root = _noise_folder(tmp_path / "imgs", per_class=20)
+    data = make_data({"name": "torch/image_folder", "root": str(root)}, 16)
+    assert (len(data.train), len(data.val), len(data.test), data.num_classes) == (36, 4, 6, 2)
+    assert sorted(data.val[i][1] for i in range(4)) == [0, 0, 1, 1]  # stratified
+    again = make_data({"name": "torch/image_folder", "root": str(root), "augment": False}, 16)
+    assert again.val.base.indices == data.val.base.indices  # a fixed split
+    assert again.calib is None and data.calib is not None
+    x, y = next(epoch_batches(data.train, 8, seed=0, epoch=0))
+    assert x.shape == (8, 3, 16, 16) and y.dtype == torch.long
+    with pytest.raises(ConfigError, match=r"torch/cifar10.*cannot make its train split.*"
+                                          r"download: true"):
+        make_data({"name": "torch/cifar10", "root": str(tmp_path / "empty")}, 32)
+
+
+# -- data from Python
+
+class Examples(torch.utils.data.Dataset):
+    """A map-style dataset of the given examples (no class metadata)."""
+
+    def __init__(self, examples):
+        self.examples = list(examples)
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, index):
+        return self.examples[index]
+
+
+def test_python_datasets_become_image_data():
+    from hybridmoo.data import ImageData, as_image_data
+
+    digits = make_data("digits", 32)
+    data = as_image_data((digits.train, digits.val, digits.test), image_size=32)
+    assert isinstance(data, ImageData) and data.num_classes == 10
+    assert data.train is digits.train and data.test is digits.test and data.calib is None
+    loader = torch.utils.data.DataLoader(digits.train, batch_size=7, shuffle=True)
+    data = as_image_data({"train": loader, "val": digits.val})
+    assert data.train is digits.train and data.test is data.val  # no test: val doubles
+    custom = Examples((x, int(y)) for x, y in zip(*digits.val.tensors, strict=True))
+    with pytest.raises(ConfigError, match=r"cannot tell the number of classes.*num_classes"):
+        as_image_data((custom, custom))
+    assert as_image_data((custom, custom), num_classes=12).num_classes == 12
+    assert as_image_data(digits).num_classes == 10
+
+
+def _examples(example, n=3):
+    return Examples([example] * n)
+
+
+IMAGE = torch.zeros(3, 32, 32)
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield IMAGE, 1
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (_examples(IMAGE), "data must be an ImageData"),
+    ((_examples((IMAGE, 1)),), "data must be an ImageData, a mapping"),
+    ({"train": _examples((IMAGE, 1)), "valid": _examples((IMAGE, 1))}, "unknown split 'valid'"),
+    ({"train": _examples((IMAGE, 1))}, "no val split"),
+    ((_examples((IMAGE,)), _examples((IMAGE, 1))), "train split: examples must be (image, label)"),
+    ((_examples((IMAGE, 1)), _examples((torch.zeros(32, 32), 1))), "val split: an image must be "
+                                                                  "a C x H x W tensor"),
+    ((_examples((IMAGE.to(torch.uint8), 1)), _examples((IMAGE, 1))), "must be float32"),
+    ((_examples((torch.zeros(1, 32, 32), 1)),) * 2, "1 channel, the model takes 3"),
+    ((_examples((torch.zeros(3, 16, 16), 1)),) * 2, "images are 16x16 but image_size is 32: "
+                                                    "set image_size: 16"),
+    ((_examples((IMAGE, 1.0)),) * 2, "labels must be ints"),
+    ((_examples((IMAGE, torch.tensor([1]))),) * 2, "labels must be ints or int64"),
+    ((_examples((IMAGE, 12)),) * 2, "label 12 lies outside 0..9"),
+    ((torch.utils.data.TensorDataset(torch.zeros(4, 3, 32, 32), torch.tensor([0, 1, 2, 3],
+                                     dtype=torch.int32)),) * 2, "int64"),
+    ((torch.utils.data.TensorDataset(torch.zeros(2, 3, 32, 32), torch.tensor([0, -1])),) * 2,
+     "label -1 lies outside"),
+    ((_examples((IMAGE, 1)), Examples([])), "val split is empty"),
+    ((_examples((IMAGE, 1)), Stream()), "must be a map-style Dataset"),
+    ((_examples((IMAGE, 1)), Examples([None])), "val split: examples must be"),
+])
+def test_bad_python_data_is_a_clear_error(value, message):
+    from hybridmoo.data import as_image_data
+
+    with pytest.raises(ConfigError, match=r"^data") as info:
+        as_image_data(value, num_classes=10, image_size=32)
+    assert message in str(info.value)
+
+
+def test_an_unreadable_example_is_a_clear_error():
+    from hybridmoo.data import as_image_data
+
+    class Broken(Examples):
+        def __getitem__(self, index):
+            raise FileNotFoundError("images/0.png")
+
+    with pytest.raises(ConfigError, match=r"train split: its first example cannot be read: "
+                                          r"FileNotFoundError: images/0\.png"):
+        as_image_data((Broken([1]), Broken([1])), num_classes=2)
+
+
+def test_python_data_is_recorded_by_sizes_and_fingerprint():
+    import json
+
+    from hybridmoo.data import ImageData, data_record
+
+    digits = make_data("digits", 32)
+    record = data_record(digits)
+    assert record == json.loads(json.dumps(record)) and record["python"] is True
+    assert record["sizes"] == [1078, 359, 360]
+    assert data_record(make_data("digits", 32)) == record  # the same data: the same record
+    augmented = make_data({"name": "digits", "augment": True}, 32)
+    assert data_record(augmented) == record  # training images drawn at random do not count
+    x, y = digits.val.tensors
+    changed = ImageData(digits.train, torch.utils.data.TensorDataset(x + 0.01, y), digits.test,
+                        10)
+    assert data_record(changed)["fingerprint"] != record["fingerprint"]
+    with pytest.raises(ConfigError, match=r"came from Python \(train / val / test: 1078 / 359 / "
+                                          r"360 examples.*pass the same data again"):
+        make_data(record, 32)

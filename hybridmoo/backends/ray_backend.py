@@ -27,7 +27,13 @@ from types import ModuleType
 from typing import Any
 
 from hybridmoo.backends.base import Backend
-from hybridmoo.backends.ray_cluster import Connection, check_resources, connect, disconnect
+from hybridmoo.backends.ray_cluster import (
+    Connection,
+    check_resources,
+    connect,
+    disconnect,
+    require_ray,
+)
 from hybridmoo.errors import ConfigError, HybridMooError, one_line
 
 OPTIONS = ("address", "num_cpus", "num_gpus", "timeout_s", "max_retries")
@@ -75,11 +81,14 @@ class RayBackend(Backend[Any, Any]):
     connection is reused either way (and left running on close). ``num_cpus`` / ``num_gpus``
     are reserved per actor (``num_gpus=0.25`` packs four actors on one GPU). ``timeout_s``
     bounds one evaluation; ``max_retries`` is how often an item whose actor died is run again.
+    Needs Ray (``pip install "hybridmoo[ray]"``): without it construction raises
+    :class:`~hybridmoo.errors.MissingExtraError`.
     """
 
     def __init__(self, workers: int = 1, *, address: str | None = None, num_cpus: float = 1.0,
                  num_gpus: float = 0.0, timeout_s: float | None = None,
                  max_retries: int = 2) -> None:
+        require_ray("the ray backend")
         check_options(workers=workers, address=address, num_cpus=num_cpus, num_gpus=num_gpus,
                       timeout_s=timeout_s, max_retries=max_retries)
         self.workers = workers

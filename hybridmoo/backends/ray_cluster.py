@@ -12,10 +12,15 @@ cluster, or to join one on 127.0.0.1, where Ray would not keep it on loopback. O
 the user names (``ray.address``, ``RAY_ADDRESS``) may use other addresses. The variable also
 limits Ray to one node, which is what a loopback cluster is; joining a multi-node cluster by
 its address is unaffected.
+
+Ray itself is optional (``pip install "hybridmoo[ray]"``): :func:`require_ray` is the one check
+that every Ray entry point (``backend: ray`` in a config, :class:`RayBackend`, :func:`connect`,
+distributed supernet training) makes first; this module imports ``ray`` only inside functions.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -24,8 +29,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from hybridmoo.errors import ConfigError, one_line
+from hybridmoo.errors import ConfigError, MissingExtraError, one_line
 
+RAY_INSTALL = 'pip install "hybridmoo[ray]"'  # the extra with ray[default,train]
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a one-node cluster on 127.0.0.1 only
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 CONNECT_TIMEOUT_S = 5.0  # a cluster address that does not answer within this is an error
@@ -33,6 +39,14 @@ LOOPBACK_HINT = (f"Import hybridmoo before ray, or export {LOOPBACK_ENV}=0 befor
                  "starts, or set ray.address (--ray-address) to join a cluster you started")
 AUTH_HINT = ("set RAY_AUTH_MODE (and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) as the cluster "
              "was started with")
+
+
+def require_ray(feature: str) -> None:
+    """MissingExtraError ``{feature}: Ray is not installed: pip install "hybridmoo[ray]"``
+    unless ``ray`` is importable: every entry point that needs Ray calls this before any work
+    (a check that does not import ray, which takes seconds)."""
+    if sys.modules.get("ray") is None and importlib.util.find_spec("ray") is None:
+        raise MissingExtraError(f"{feature}: Ray is not installed: {RAY_INSTALL}")
 
 
 @dataclass
@@ -48,6 +62,7 @@ def connect(address: str | None, min_cpus: float) -> Connection:
     "ray://host:port") after checking within seconds that it answers. ``address=None`` joins
     the cluster in ``RAY_ADDRESS`` (set inside ``ray job submit`` jobs) or else starts a
     private local cluster on 127.0.0.1 with ``min_cpus`` logical CPUs at least."""
+    require_ray("connecting to a Ray cluster")
     if address is None and os.environ.get("RAY_ADDRESS"):
         address = "auto"
     target = _resolve(address)
@@ -180,7 +195,8 @@ def _current_cluster(given: str) -> str:
 def check_address(address: str | None) -> None:
     """ConfigError now, before a run writes anything, when ``address`` (or ``RAY_ADDRESS``
     for ``None``) names a cluster that does not answer, or when :func:`connect` would refuse
-    to start (or join) a cluster on 127.0.0.1."""
+    to start (or join) a cluster on 127.0.0.1; MissingExtraError without Ray."""
+    require_ray("backend: ray")
     if address is None and os.environ.get("RAY_ADDRESS"):
         address = "auto"
     target = _resolve(address)

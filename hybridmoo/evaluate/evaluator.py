@@ -5,7 +5,8 @@ Per candidate: extract the sub-network and recalibrate its BatchNorm statistics 
 input ranges) on ``bn_batches`` training batches (``bn_recal_s``); top-1 accuracy on the
 held-out ``split`` (``eval_s``); latency on the evaluator's device as the network would be
 deployed (see :mod:`hybridmoo.evaluate.latency`), or predicted by a :class:`LatencyModel`;
-size in bytes and MACs per image. The evaluator pickles (for Ray actors); what it builds for
+size in bytes (the weights of the deployable ONNX model, :mod:`hybridmoo.evaluate.size`) and
+MACs per image. The evaluator pickles (for Ray actors); what it builds for
 evaluating (calibration batches, the latency input) is rebuilt lazily after unpickling.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybridmoo.data import ImageData, eval_batches
+from hybridmoo.data import as_image_data, eval_batches
 from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.latency import check_runtime, network_latency
 from hybridmoo.evaluate.latency_model import LatencyModel, supernet_fingerprint
@@ -45,17 +46,21 @@ class SubnetEvaluator:
     their units. ``latency`` is "measure" or a :class:`LatencyModel` of this supernet (its
     prediction replaces the measurement). Accuracy equals
     :func:`hybridmoo.supernet.evaluate_subnet` with ``batch_size``, ``bn_batches`` and ``seed``
-    as the training config's ``batch_size``, ``calib_batches`` and ``seed`` (in percent)."""
+    as the training config's ``batch_size``, ``calib_batches`` and ``seed`` (in percent).
+    ``data``: an :class:`~hybridmoo.data.ImageData`, or train / val / test Datasets or
+    DataLoaders (:func:`hybridmoo.data.as_image_data`, with the supernet's classes; images of
+    a fixed-size model must have its ``image_size``); with a Ray backend it travels to the
+    actors by pickle."""
 
-    def __init__(self, supernet: Supernet, data: ImageData, *, device: str = "cpu",
+    def __init__(self, supernet: Supernet, data: Any, *, device: str = "cpu",
                  batch_size: int = 64, eval_batch_size: int = 256, latency_batch: int = 1,
                  repeats: int = 20, warmup: int = 3, bn_batches: int = 4, split: str = "val",
                  latency: str | LatencyModel = "measure", runtime: str = "auto",
                  threads: int = 1, seed: int = 0) -> None:
         if not isinstance(supernet, Supernet):
             raise ConfigError(f"SubnetEvaluator needs a Supernet, got {type(supernet).__name__}")
-        if not isinstance(data, ImageData):
-            raise ConfigError(f"SubnetEvaluator needs ImageData, got {type(data).__name__}")
+        data = as_image_data(data, num_classes=getattr(supernet.model, "num_classes", None),
+                             image_size=supernet.image_size if supernet.fixed_size else None)
         if split not in SPLITS:
             raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         for name, value, low in (("batch_size", batch_size, 1), ("eval_batch_size",
@@ -80,13 +85,14 @@ class SubnetEvaluator:
         self._reset()
 
     @classmethod
-    def from_settings(cls, supernet: Supernet, data: ImageData, settings: EvaluationSettings,
+    def from_settings(cls, supernet: Supernet, data: Any, settings: EvaluationSettings,
                       *, latency: str | LatencyModel = "measure", train: Any = None,
                       seed: int = 0) -> SubnetEvaluator:
-        """The evaluator ``settings`` describe; recalibration batches and the seed default to
-        the training config ``train``'s (``batch_size``, ``calib_batches``, ``seed``)."""
+        """The evaluator ``settings`` describe (``device`` None: cpu); recalibration batches
+        and the seed default to the training config ``train``'s (``batch_size``,
+        ``calib_batches``, ``seed``)."""
         s = settings
-        return cls(supernet, data, device=s.device,
+        return cls(supernet, data, device=s.device or "cpu",
                    batch_size=s.batch_size or getattr(train, "batch_size", 64),
                    eval_batch_size=s.eval_batch_size, latency_batch=s.latency_batch,
                    repeats=s.repeats, warmup=s.warmup,
@@ -131,7 +137,7 @@ class SubnetEvaluator:
             out["latency_s"] = time.perf_counter() - start
             example = self._example[:1]
             out.update({
-                "accuracy": 100.0 * acc, "size_bytes": float(size_bytes(net)),
+                "accuracy": 100.0 * acc, "size_bytes": float(size_bytes(net, example)),
                 "macs": float(count_macs(net, example)), "eval_s": eval_s,
                 "device": self._device_name, "latency_batch": self.latency_batch})
         return out

@@ -56,12 +56,13 @@ def network_latency(net: nn.Module, example: torch.Tensor, *, device: torch.devi
         model = to_float(net).to(device).eval()
         return measure_latency(model, example.to(device), warmup=warmup, repeats=repeats,
                                threads=threads), kind
+    if kind == ORT_INT8 and not calibration:
+        raise ConfigError("measuring an INT8 network needs calibration batches")
     with tempfile.TemporaryDirectory(prefix="hybridmoo-latency-") as tmp:
-        path = export_onnx(net, example[:1], Path(tmp) / "model.onnx")
         if kind == ORT_INT8:
-            if not calibration:
-                raise ConfigError("measuring an INT8 network needs calibration batches")
-            path = quantize_int8(net, path, Path(tmp) / "model.int8.onnx", calibration)
+            path = quantize_int8(net, example[:1], Path(tmp) / "model.int8.onnx", calibration)
+        else:
+            path = export_onnx(net, example[:1], Path(tmp) / "model.onnx")
         stats = measure_onnx_latency(path, example, warmup=warmup, repeats=repeats,
                                      threads=threads)
     return stats, kind

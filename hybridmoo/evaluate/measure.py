@@ -1,5 +1,6 @@
 """Measurements of one network: latency (warm-up, then the median of repeated runs), MACs and
-size in bytes, and the devices they are measured on."""
+size in bytes (:func:`hybridmoo.evaluate.size.size_bytes`), and the devices they are measured
+on."""
 
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ import torch
 from torch import nn
 
 from hybridmoo.errors import ConfigError
-from hybridmoo.quant import FakeQuant
+from hybridmoo.evaluate.size import size_bytes as size_bytes  # re-exported for callers
 
-FP32_BYTES = 4
 MIN_REPEAT_MS = 2.0  # a timed round lasts at least this long
 MAX_CALLS = 1000
 
@@ -161,22 +161,3 @@ def count_macs(net: nn.Module, example: torch.Tensor) -> int:
         for m in fused:
             m.fused_attn = True
     return int(counter.get_total_flops()) // 2
-
-
-def size_bytes(net: nn.Module) -> int:
-    """Bytes of the deployed network: weights of a FakeQuant layer at ``w_bits / 8`` bytes
-    each (4-bit weights packed two per byte), every other floating-point parameter and buffer
-    (biases, norms, running statistics, calibrated ranges) at 4 bytes; integer bookkeeping
-    buffers (BatchNorm's ``num_batches_tracked``) are not deployed."""
-    quantized: dict[int, int] = {}
-    for m in net.modules():
-        if isinstance(m, FakeQuant) and m.w_bits < 32:
-            quantized[id(m.layer.weight)] = m.w_bits
-    bits = 0
-    seen: set[int] = set()
-    for t in (*net.parameters(), *net.buffers()):
-        if id(t) in seen or not t.is_floating_point():
-            continue
-        seen.add(id(t))
-        bits += t.numel() * quantized.get(id(t), FP32_BYTES * 8)
-    return (bits + 7) // 8

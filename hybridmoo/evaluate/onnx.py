@@ -1,9 +1,22 @@
 """ONNX export of extracted networks and their INT8 (static QDQ) version for onnxruntime.
 
-``export_onnx`` writes one self-contained FP32 file (TorchScript exporter: fast, folds
-BatchNorm into the convolutions, node names follow module paths, dynamic batch axis). A
-:class:`~hybridmoo.quant.FakeQuant` layer is exported as its float layer with the
-fake-quantized weights baked in; activations stay float.
+Two models, each one self-contained file (TorchScript exporter: fast, folds BatchNorm into the
+convolutions, node names follow module paths, dynamic batch axis, every weight in its own
+initializer):
+
+- ``export_onnx`` (``model.onnx``, the reference): computes what the PyTorch network computes.
+  A :class:`~hybridmoo.quant.FakeQuant` layer is its float layer holding the fake-quantized
+  weights (and int32-rounded bias), and a layer that quantizes its input to 8 bits gets that
+  input's fake quantization (QuantizeLinear then DequantizeLinear) written out as float ops
+  with its calibrated scale and zero point. Not as QuantizeLinear / DequantizeLinear nodes:
+  onnxruntime rewrites a DequantizeLinear -> Conv -> QuantizeLinear chain with float weights
+  into an int8 kernel (its WeightBiasQuantization optimization), which changes the outputs
+  (on test_efficientnet every output). Its outputs differ from PyTorch's only by float
+  rounding (the folded BatchNorm), which can move an activation across a rounding boundary
+  (tests/export bound it).
+- ``quantize_int8`` (``model.int8.onnx``): the deployable model of a network with int8
+  layers (``model.onnx`` is the deployable model of any other network); its stored weight
+  bytes are what :func:`hybridmoo.evaluate.size.size_bytes` counts.
 
 ``quantize_int8`` runs onnxruntime's ``quantize_static`` (QDQ, int8 activations and weights,
 per-channel symmetric weights, MinMax calibration) on exactly the Conv/Gemm/MatMul nodes of the
@@ -16,7 +29,9 @@ allows:
 - 4- and 8-bit weights keep their grid: the per-channel scale is overridden to
   ``absmax / qmax(bits)`` of the (BatchNorm-folded) baked weight, so a 4-bit weight is stored
   exactly as an int8 value in [-7, 7] (int8 QDQ of 4-bit-rounded weights: the int8 kernel
-  computes with the 4-bit numbers; onnxruntime has no faster 4-bit convolution);
+  computes with the 4-bit numbers). Not packed as ONNX INT4: onnxruntime 1.32 fuses no int4
+  convolution, it runs a float Conv on weights dequantized at every call, 3.5x slower than
+  the int8 QLinearConv (a 64-channel 3x3 Conv on 32x32, one thread: 1.97 vs 0.56 ms);
 - layers with 32-bit weights but 8-bit inputs get onnxruntime's own 8-bit per-channel weights
   (there is no int8-activation x float-weight kernel);
 - unlike FakeQuant, onnxruntime also quantizes each quantized node's output (calibrated on
@@ -29,6 +44,7 @@ allows:
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import os
 import tempfile
@@ -42,7 +58,15 @@ import torch
 from torch import nn
 
 from hybridmoo.errors import ConfigError
-from hybridmoo.quant import FakeQuant, act_qparams, fake_quant_weight, weight_qmax
+from hybridmoo.quant import (
+    FakeQuant,
+    act_qparams,
+    fake_quant_bias,
+    fake_quant_weight,
+    weight_qmax,
+    weight_scales,
+)
+from hybridmoo.quant.fake import ACT_QMAX, ACT_QMIN
 
 OPSET = 17
 INPUT, OUTPUT = "input", "output"
@@ -65,12 +89,17 @@ def int8_layers(net: nn.Module) -> dict[str, FakeQuant]:
 
 def to_float(net: nn.Module) -> nn.Module:
     """A copy of ``net`` with each FakeQuant replaced by its layer holding the fake-quantized
-    weights (activations float): what the FP32 ONNX file computes."""
+    weights (and, where the input is quantized too, the int32-rounded bias): ``net`` with its
+    activations left in float."""
     out = copy.deepcopy(net)
     wrapped = [(name, m) for name, m in out.named_modules() if isinstance(m, FakeQuant)]
     with torch.no_grad():
         for name, fq in wrapped:
             layer = fq.layer
+            if fq.w_bits < FP32 and fq.a_bits < FP32 and layer.bias is not None:
+                scale, _ = _input_qparams(name, fq)
+                layer.bias.copy_(fake_quant_bias(layer.bias, scale,
+                                                 weight_scales(layer.weight, fq.w_bits)))
             if fq.w_bits < FP32:
                 layer.weight.copy_(fake_quant_weight(layer.weight, fq.w_bits))
             parent_name, _, child = name.rpartition(".")
@@ -79,33 +108,100 @@ def to_float(net: nn.Module) -> nn.Module:
     return out
 
 
+def _input_qparams(name: str, fq: FakeQuant) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero point) of layer ``name``'s int8 input quantizer; ConfigError when it was
+    never calibrated."""
+    if torch.isnan(fq.act_range).any():
+        raise ConfigError(f"layer {name!r} quantizes its input but was never calibrated: run "
+                          "hybridmoo.quant.calibrate(net, batches) before exporting")
+    return act_qparams(fq.act_range[0], fq.act_range[1])
+
+
 def export_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> Path:
-    """Write ``net`` (in eval mode, on CPU) as one FP32 ONNX file with a dynamic batch axis;
-    written to a temporary name and renamed, so ``path`` is never half-written."""
-    path = Path(path)
+    """Write ``net`` (in eval mode, on CPU) as one ONNX file with a dynamic batch axis that
+    computes what ``net`` computes (the module docstring's reference model: float weights
+    holding the fake-quantized values, the input of each layer of :func:`int8_layers`
+    fake-quantized). Written to a temporary name and renamed, so ``path`` is never
+    half-written."""
+    model = _float_graph(net, example)
+    _fake_quantize_inputs(model, net)
+    return _save(model, Path(path))
+
+
+def _float_graph(net: nn.Module, example: torch.Tensor) -> Any:
+    """The ONNX model (an ``onnx.ModelProto``) of :func:`to_float` of ``net``: the
+    TorchScript exporter's graph, BatchNorm folded into the convolutions, every weight in
+    its own initializer."""
+    import onnx
+
     model = to_float(net).cpu().eval()
     x = example.detach().cpu()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT], output_names=[OUTPUT],
+                          dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                          do_constant_folding=True, external_data=False)
+    proto = onnx.load_from_string(buffer.getvalue())
+    _unalias_weights(proto)
+    return proto
+
+
+def _save(model: Any, path: Path) -> Path:
+    """Write the ONNX ``model`` to ``path`` through a temporary file and a rename."""
+    import onnx
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=OPSET,
-                              input_names=[INPUT], output_names=[OUTPUT],
-                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-                              do_constant_folding=True, external_data=False)
+        onnx.save(model, str(tmp))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def quantize_int8(net: nn.Module, fp32_path: Path, out_path: Path,
+def _fake_quantize_inputs(model: Any, net: nn.Module) -> None:
+    """Fake-quantize the node input of each int8 layer of ``net`` in ``model``, in place, with
+    the layer's calibrated scale and zero point, as :func:`hybridmoo.quant.fake_quant_act`
+    computes it: ``(clip(round(x / s) + zp, -128, 127) - zp) * s`` in float ops (Div, Round,
+    Add, Clip, Sub, Mul; ONNX's Round is half-to-even, like torch's)."""
+    from onnx import helper, numpy_helper
+
+    layers = int8_layers(net)
+    if not layers:
+        return
+    nodes = _layer_nodes(model, list(layers))
+    chains: dict[str, list[Any]] = {}
+    for name, node in nodes.items():
+        scale, zp = _input_qparams(name, layers[name])
+        p = f"{node.name}_input"
+        consts = {"scale": float(scale), "zero_point": float(zp), "qmin": float(ACT_QMIN),
+                  "qmax": float(ACT_QMAX)}
+        model.graph.initializer.extend(numpy_helper.from_array(np.array(v, np.float32),
+                                                               f"{p}_{k}")
+                                       for k, v in consts.items())
+        steps = [("Div", [node.input[0], f"{p}_scale"]), ("Round", [f"{p}_Div"]),
+                 ("Add", [f"{p}_Round", f"{p}_zero_point"]),
+                 ("Clip", [f"{p}_Add", f"{p}_qmin", f"{p}_qmax"]),
+                 ("Sub", [f"{p}_Clip", f"{p}_zero_point"]), ("Mul", [f"{p}_Sub", f"{p}_scale"])]
+        chains[node.name] = [helper.make_node(op, inputs, [f"{p}_{op}"], name=f"{p}/{op}")
+                             for op, inputs in steps]
+        node.input[0] = f"{p}_Mul"
+    ordered = []
+    for node in model.graph.node:
+        ordered += [*chains.get(node.name, []), node]
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+
+
+def quantize_int8(net: nn.Module, example: torch.Tensor, out_path: Path,
                   calibration: Sequence[torch.Tensor]) -> Path:
-    """Static QDQ INT8 version of ``fp32_path`` (written by :func:`export_onnx` from ``net``)
-    quantizing the nodes of :func:`int8_layers` (see the module docstring); ``calibration``
-    holds input batches for the output ranges. Returns ``out_path`` (written atomically)."""
-    import onnx
+    """The static QDQ INT8 model of ``net`` exported on ``example`` (its float graph, the
+    nodes of :func:`int8_layers` quantized, see the module docstring): the deployable model
+    of a network with int8 layers. ``calibration`` holds input batches for the output
+    ranges. Returns ``out_path`` (written atomically)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -120,17 +216,15 @@ def quantize_int8(net: nn.Module, fp32_path: Path, out_path: Path,
     batches = [_numpy(x) for x in calibration]
     if not batches:
         raise ConfigError("INT8 quantization needs at least one calibration batch")
-    model = onnx.load(str(fp32_path))
-    _unalias_weights(model)
+    model = _float_graph(net, example)
     nodes = _layer_nodes(model, list(layers))
     inits = {i.name: i for i in model.graph.initializer}
     overrides: dict[str, list[dict[str, Any]]] = {}
     for name, node in nodes.items():
         fq = layers[name]
-        if not torch.isnan(fq.act_range).any():
-            scale, zp = act_qparams(fq.act_range[0], fq.act_range[1])
-            overrides[node.input[0]] = [{"scale": np.array(float(scale), np.float32),
-                                          "zero_point": np.array(int(zp), np.int8)}]
+        scale, zp = _input_qparams(name, fq)
+        overrides[node.input[0]] = [{"scale": np.array(float(scale), np.float32),
+                                      "zero_point": np.array(int(zp), np.int8)}]
         if fq.w_bits < FP32:
             overrides[node.input[1]] = _weight_overrides(node, inits[node.input[1]], fq.w_bits)
 

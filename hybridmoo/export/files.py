@@ -33,10 +33,13 @@ def safe_name(name: Any, where: str) -> str:
 
 
 def write_manifest(directory: Path, body: Mapping[str, Any], files: list[str]) -> Path:
-    """Write ``manifest.json`` in ``directory``: ``body`` plus the SHA-256 of each of ``files``
-    (already written there) and of the manifest itself. Written last, atomically."""
+    """Write ``manifest.json`` in ``directory``: ``body`` plus the SHA-256 (``files``) and size
+    in bytes (``file_bytes``) of each of ``files`` (already written there), and the manifest's
+    own SHA-256. Written last, atomically."""
     data = dict(body)
-    data["files"] = {safe_name(f, str(directory)): sha256_file(directory / f) for f in files}
+    names = [safe_name(f, str(directory)) for f in files]
+    data["files"] = {f: sha256_file(directory / f) for f in names}
+    data["file_bytes"] = {f: (directory / f).stat().st_size for f in names}
     data.pop("sha256", None)
     data["sha256"] = _self_digest(data)
     path = directory / MANIFEST

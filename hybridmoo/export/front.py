@@ -3,6 +3,8 @@
     OUT/front.json   objectives, and per point: rank, key, origin, parents, config,
                      metrics with units, the point's directory and its manifest's SHA-256
     OUT/front.csv    the same as a table (one row per point)
+    OUT/history.csv  every evaluation of the run, failed ones too, in evaluation order
+                     (hybridmoo.export.history), when export_front is given the history
     OUT/00_1a2b3c4d/ export_point's directory (rank, then the first 8 hex digits of the key)
 
 Everything is written into a temporary directory beside ``OUT`` that replaces ``OUT`` only when
@@ -25,15 +27,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from hybridmoo.baseline import Baseline, compare, describe
 from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.measure import device_name
 from hybridmoo.export.files import MANIFEST
+from hybridmoo.export.history import history_csv
 from hybridmoo.export.point import export_point
 from hybridmoo.files import sha256_file, write_atomic
 from hybridmoo.objectives import TEST_PREFIX, EvalResult, Objective, ranked
 
 INDEX_JSON = "front.json"
 INDEX_CSV = "front.csv"
+HISTORY_CSV = "history.csv"
 _HEX = re.compile(r"^[0-9a-f]{8,}$")
 
 
@@ -55,10 +60,16 @@ class FrontPoint:
 
 def export_front(points: Sequence[FrontPoint], out_dir: str | os.PathLike[str], *,
                  objectives: Sequence[Objective], example: torch.Tensor,
-                 calibration: Sequence[torch.Tensor] | None = None) -> Path:
+                 calibration: Sequence[torch.Tensor] | None = None,
+                 history: Sequence[EvalResult] | None = None,
+                 baseline: Baseline | None = None,
+                 hypervolume: tuple[float, str] | None = None) -> Path:
     """Export every point to ``out_dir`` (replacing an earlier export there) and write the
-    front.json / front.csv index; returns front.json's path. Points are ranked by the first
-    objective, best first."""
+    front.json / front.csv index, and history.csv of ``history`` (every evaluation of the
+    run) when given; returns front.json's path. Points are ranked by the first objective,
+    best first. With ``baseline`` (:mod:`hybridmoo.baseline`) front.json holds it and every
+    point's comparison with it (``vs_baseline``); ``hypervolume``: the front's value and what
+    its reference is."""
     out_dir = Path(out_dir)
     objectives = tuple(objectives)
     for p in points:
@@ -76,9 +87,20 @@ def export_front(points: Sequence[FrontPoint], out_dir: str | os.PathLike[str], 
     try:
         rows = [_export_one(rank, p, tmp, objectives, example, calibration)
                 for rank, p in enumerate(ranked_points)]
+        if baseline is not None:
+            for row, p in zip(rows, ranked_points, strict=True):
+                versus = compare(p.result.values, baseline.values, objectives)
+                row["vs_baseline"] = {"values": versus,
+                                      "text": describe(versus, objectives)}
         index = {"format": 1, "objectives": [vars(o) for o in objectives], "points": rows}
+        if baseline is not None:
+            index["baseline"] = baseline.to_json()
+        if hypervolume is not None:
+            index["hypervolume"] = {"value": hypervolume[0], "reference": hypervolume[1]}
         write_atomic(tmp / INDEX_JSON, (json.dumps(index, indent=1) + "\n").encode())
         write_atomic(tmp / INDEX_CSV, _csv(rows, objectives).encode())
+        if history is not None:
+            write_atomic(tmp / HISTORY_CSV, history_csv(history, objectives).encode())
         _swap(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

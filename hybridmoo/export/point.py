@@ -1,12 +1,16 @@
 """One Pareto point as a self-describing directory::
 
     model.safetensors   the weights (a state dict; load with hybridmoo.load_subnet)
-    model.onnx          FP32 ONNX
-    model.int8.onnx     onnxruntime static QDQ INT8, when the network quantizes activations
-                        (4/8-bit weights alone are baked into model.onnx)
+    model.onnx          the reference ONNX model: computes what the PyTorch network computes
+                        (fake-quantized weights as float, the inputs of layers that quantize
+                        them fake-quantized; hybridmoo.evaluate.onnx); the deployable model of
+                        a network without int8 layers
+    model.int8.onnx     onnxruntime static QDQ INT8, the deployable model of a network with
+                        a layer that quantizes its input to 8 bits
     manifest.json       architecture config, quantization policy, metrics with units, the
                         device they were measured on, library versions, lineage, structure,
-                        and the SHA-256 of every file (and of itself)
+                        the deployable file and the bytes of its weights (``size_bytes``),
+                        each file's role, size in bytes and SHA-256 (and its own SHA-256)
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ from hybridmoo.export.files import write_manifest
 from hybridmoo.export.network import FORMAT, WEIGHTS, write_weights
 from hybridmoo.export.structure import describe
 
-ONNX_FP32 = "model.onnx"
+ONNX_REFERENCE = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
+WEIGHTS_ROLE = "weights: the PyTorch state dict (hybridmoo.load_subnet)"
+REFERENCE_ROLE = "reference: ONNX computing what the PyTorch network computes"
+FLOAT_ROLE = "deployable and reference: float ONNX computing what the PyTorch network computes"
+INT8_ROLE = "deployable: onnxruntime static QDQ INT8 (int8 kernels)"
 PACKAGES = ("hybridmoo", "torch", "timm", "torch-pruning", "onnx", "onnxruntime", "safetensors")
 
 
@@ -47,12 +55,13 @@ def export_point(net: nn.Module, directory: str | os.PathLike[str], *,
     ``calibration`` (input batches) is required when ``net`` quantizes activations (its INT8
     model's output ranges). ``net`` is put in eval mode."""
     from hybridmoo.evaluate.onnx import export_onnx, int8_layers, quantize_int8
+    from hybridmoo.evaluate.size import size_bytes
 
     directory = Path(directory)
     checked = _metrics(metrics)
     if not isinstance(example, torch.Tensor):
         raise ConfigError(f"example must be an input tensor, got {type(example).__name__}")
-    int8 = bool(int8_layers(net))  # weight-only quantization stays in the FP32 file
+    int8 = bool(int8_layers(net))  # weight-only quantization stays in the float model
     if int8 and not calibration:
         raise ConfigError("this network quantizes activations: export_point needs "
                           "calibration batches for its INT8 ONNX model")
@@ -60,27 +69,29 @@ def export_point(net: nn.Module, directory: str | os.PathLike[str], *,
     net = net.eval()
     structure = describe(net)
     write_weights(net, directory / WEIGHTS, structure["architecture"])
-    files = [WEIGHTS, ONNX_FP32]
-    export_onnx(net, example.cpu(), directory / ONNX_FP32)  # both write temp files + rename
+    export_onnx(net, example.cpu(), directory / ONNX_REFERENCE)  # both write temp + rename
     if int8:
         batches = [x.cpu() for x in calibration or ()]
-        quantize_int8(net, directory / ONNX_FP32, directory / ONNX_INT8, batches)
-        files.append(ONNX_INT8)
+        quantize_int8(net, example.cpu(), directory / ONNX_INT8, batches)
+        roles = {WEIGHTS: WEIGHTS_ROLE, ONNX_REFERENCE: REFERENCE_ROLE, ONNX_INT8: INT8_ROLE}
     else:
+        roles = {WEIGHTS: WEIGHTS_ROLE, ONNX_REFERENCE: FLOAT_ROLE}
         (directory / ONNX_INT8).unlink(missing_ok=True)  # left by an earlier export
     body = {
         "format": FORMAT, "kind": "export", "architecture": structure["architecture"],
         "config": _plain(config, "config"),
-        "quantization": {"layers": structure["quant"], "int8_onnx": ONNX_INT8 if int8 else None},
+        "quantization": {"layers": structure["quant"]},
         "metrics": checked, "device": str(device_name), "versions": versions(),
         "lineage": _plain(lineage, "lineage"),
         "input": {"shape": [int(s) for s in example.shape], "dtype": str(example.dtype)},
         "structure": structure, "weights": WEIGHTS,
-        "onnx": {"fp32": ONNX_FP32, "int8": ONNX_INT8 if int8 else None},
+        "deployable": ONNX_INT8 if int8 else ONNX_REFERENCE,
+        "deployable_weight_bytes": size_bytes(net, example),
+        "roles": roles,
         "extra": _plain(extra or {}, "extra"),
         "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    return write_manifest(directory, body, files)
+    return write_manifest(directory, body, list(roles))
 
 
 def versions() -> dict[str, str]:

@@ -5,8 +5,12 @@ A layer's full cost is read once from a traced forward (output positions per ima
 size, tokens); its expected cost scales with the expected input and output widths, each the
 sum of the keep probabilities of the gated units (1 for an ungated position). The numbers
 follow :mod:`hybridmoo.evaluate`: layer kinds and MACs as ``layer_costs`` counts them (a
-FakeQuant layer with int8 inputs is a ``-int8`` kind), bytes as ``size_bytes`` counts them
-(quantized weights at ``w_bits``, every other float parameter and buffer at 4 bytes).
+FakeQuant layer with int8 inputs is a ``-int8`` kind), bytes as
+:func:`hybridmoo.evaluate.size.size_bytes` counts them: its trace tells which BatchNorms fold
+into a convolution (they store nothing and give it a bias) and which tensors the int8 layers
+read and write, and its :func:`~hybridmoo.evaluate.size.layer_bytes` gives each layer's bytes
+per weight and per output channel, which scale with the expected widths. What no gate changes
+(the ungated floats and the per-tensor quantization parameters) is a constant.
 Latency is a :class:`hybridmoo.evaluate.latency_model.LatencyModel`'s
 ``predict_from_layers`` on :class:`LayerCost` records of tensors; without a fitted model,
 :func:`macs_model` (milliseconds proportional to MMACs) stands in.
@@ -23,6 +27,13 @@ from torch import nn
 
 from hybridmoo.evaluate.latency import TORCH
 from hybridmoo.evaluate.latency_model import INT8, LatencyModel, LayerCost, Table
+from hybridmoo.evaluate.size import (
+    FLOAT_BYTES,
+    TENSOR_QPARAM_BYTES,
+    TracedLayer,
+    layer_bytes,
+    trace_layers,
+)
 from hybridmoo.refine.gates import LayerDims, Segment, attention_modules, gate_vector
 
 FP32 = 32
@@ -35,8 +46,9 @@ _NORMS = (_BN, nn.LayerNorm, nn.GroupNorm)
 class LayerProfile:
     """One layer at full width: ``kind`` (see :data:`KINDS`; attention = the score and value
     matmuls of ``out_size`` heads over ``positions`` tokens), output positions per image,
-    widths, kernel elements, groups, bias, weight bits, int8 inputs, and for norms the floats
-    kept per channel (affine parameters and running statistics)."""
+    widths, kernel elements, groups, bias, int8 inputs, and the bytes the deployable model
+    stores per weight and per output channel (a norm's: its affine parameters and running
+    statistics, none when folded into a convolution)."""
 
     kind: str
     positions: int
@@ -45,18 +57,19 @@ class LayerProfile:
     kernel: int = 1
     groups: int = 1
     bias: bool = False
-    bits: int = FP32
     int8: bool = False
     head_dim: int = 0
-    per_channel: int = 0
+    weight_bytes: int = FLOAT_BYTES
+    channel_bytes: int = 0
 
 
 @dataclass(frozen=True)
 class NetProfile:
-    """Every costed layer by name, plus the float parameters and buffers no gate changes."""
+    """Every costed layer by name, plus the bytes no gate changes (the ungated floating-point
+    parameters and buffers, and the quantization parameters of the int8 layers' tensors)."""
 
     layers: dict[str, LayerProfile]
-    constant_floats: int
+    constant_bytes: int
 
 
 @dataclass
@@ -74,7 +87,7 @@ def profile(plain: nn.Module, example: torch.Tensor,
             quant: Mapping[str, tuple[int, int]]) -> NetProfile:
     """Trace a FakeQuant-free network once on ``example`` and profile its Conv2d, Linear,
     norm and Attention modules; ``quant`` holds ``(w_bits, a_bits)`` of the layers a
-    FakeQuant wraps in the real network (each also keeps a 2-float input range)."""
+    FakeQuant wraps in the real network (``a_bits == 8``: run as an int8 kernel)."""
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     attention = attention_modules(plain)
     watched = {n: m for n, m in plain.named_modules()
@@ -95,6 +108,9 @@ def profile(plain: nn.Module, example: torch.Tensor,
         plain.train(was_training)
         for h in handles:
             h.remove()
+    deployed = _deployed(plain, example, quant)
+    folded = {r.bn for r in deployed.values() if r.bn is not None}
+    quantized = {t for r in deployed.values() if r.int8 for t in (r.inp, r.out)}
     layers: dict[str, LayerProfile] = {}
     counted: set[int] = set()
     for name, m in watched.items():
@@ -110,22 +126,42 @@ def profile(plain: nn.Module, example: torch.Tensor,
         counted.update(id(t) for t in tensors)
         width = _width(m)
         positions = max(1, _numel(out[1:]) // width)
-        w_bits, a_bits = quant.get(name, (FP32, FP32))
         if isinstance(m, _NORMS):
             floats = sum(t.numel() for t in tensors if t.is_floating_point())
+            per_channel = 0 if m in folded else FLOAT_BYTES * floats // max(width, 1)
             layers[name] = LayerProfile("norm", positions, width, width,
-                                        per_channel=floats // max(width, 1))
-        elif isinstance(m, nn.Conv2d):
+                                        channel_bytes=per_channel)
+            continue
+        r = deployed[name]
+        per_weight, per_channel = layer_bytes(r)
+        if isinstance(m, nn.Conv2d):
             kind = "dwconv" if m.groups > 1 and m.groups == m.in_channels else "conv"
             kernel = m.kernel_size[0] * m.kernel_size[1]
             layers[name] = LayerProfile(kind, positions, m.in_channels, m.out_channels, kernel,
-                                        m.groups, m.bias is not None, w_bits, a_bits == 8)
+                                        m.groups, m.bias is not None, r.int8,
+                                        weight_bytes=per_weight, channel_bytes=per_channel)
         else:
             layers[name] = LayerProfile("linear", positions, m.in_features, m.out_features,
-                                        bias=m.bias is not None, bits=w_bits, int8=a_bits == 8)
+                                        bias=m.bias is not None, int8=r.int8,
+                                        weight_bytes=per_weight, channel_bytes=per_channel)
     floats = sum(t.numel() for t in (*plain.parameters(), *plain.buffers())
                  if id(t) not in counted and t.is_floating_point())
-    return NetProfile(layers, int(floats) + 2 * len(quant))
+    return NetProfile(layers, FLOAT_BYTES * int(floats) + TENSOR_QPARAM_BYTES * len(quantized))
+
+
+def _deployed(plain: nn.Module, example: torch.Tensor,
+              quant: Mapping[str, tuple[int, int]]) -> dict[str, TracedLayer]:
+    """The first run of each Conv2d / Linear of ``plain`` as ``size_bytes`` traces it (the
+    BatchNorm folded into it, the tensors it reads and writes), marked int8 as ``quant``
+    says the real network runs it."""
+    names = {id(m): n for n, m in plain.named_modules()}
+    deployed: dict[str, TracedLayer] = {}
+    for r in trace_layers(plain, example):
+        name = names[id(r.layer)]
+        if name not in deployed:  # a layer run twice stores its weights once
+            r.int8 = quant.get(name, (FP32, FP32))[1] == 8
+            deployed[name] = r
+    return deployed
 
 
 def expected_costs(prof: NetProfile, dims: Mapping[str, LayerDims],
@@ -144,7 +180,7 @@ def expected_costs(prof: NetProfile, dims: Mapping[str, LayerDims],
             continue
         if p.kind == "norm":
             out[name] = ExpectedCost(p.kind, p.positions * e_out, 2.0 * e_out,
-                                     4.0 * p.per_channel * e_out)
+                                     p.channel_bytes * e_out)
             continue
         e_in = _expected(p.in_size, d.inp, keep, device)
         per_out = p.kernel * (1.0 if p.kind == "dwconv" else e_in / p.groups)
@@ -152,7 +188,7 @@ def expected_costs(prof: NetProfile, dims: Mapping[str, LayerDims],
         bias = e_out if p.bias else zero
         kind = p.kind + (INT8 if p.int8 else "")
         out[name] = ExpectedCost(kind, p.positions * weights, weights + bias,
-                                 weights * p.bits / 8.0 + 4.0 * bias)
+                                 p.weight_bytes * weights + p.channel_bytes * e_out)
     return out
 
 
@@ -162,8 +198,8 @@ def total_macs(costs: Mapping[str, ExpectedCost]) -> torch.Tensor:
 
 
 def total_bytes(costs: Mapping[str, ExpectedCost], prof: NetProfile) -> torch.Tensor:
-    """Expected size in bytes, the ungated floats included."""
-    return torch.stack([c.bytes for c in costs.values()]).sum() + 4.0 * prof.constant_floats
+    """Expected size in bytes, what no gate changes included."""
+    return torch.stack([c.bytes for c in costs.values()]).sum() + float(prof.constant_bytes)
 
 
 def macs_model() -> LatencyModel:

@@ -40,12 +40,14 @@ class Refiner:
     preference its position on the survivors' front gives (:mod:`hybridmoo.preference`),
     hardened, and measured again with ``measure`` (the search's own measurement, returning the
     objective values by name). ``teacher`` is the distillation teacher (any module with the
-    same inputs and classes; default the supernet's largest sub-network)."""
+    same inputs and classes; default the supernet's largest sub-network). ``device``: where
+    refinement runs (the supernet and the teacher are moved there when a job starts; None:
+    where the supernet is)."""
 
     def __init__(self, supernet: Supernet, data: ImageData,
                  settings: RefineSettings | Mapping[str, Any], *, measure: Measure,
                  latency_model: LatencyModel | None = None,
-                 teacher: nn.Module | None = None) -> None:
+                 teacher: nn.Module | None = None, device: str | None = None) -> None:
         if not isinstance(supernet, Supernet):
             raise ConfigError(f"Refiner needs a Supernet, got {type(supernet).__name__}")
         if not callable(measure):
@@ -61,6 +63,18 @@ class Refiner:
         self._teacher: nn.Module | None = (None if teacher is None
                                            else teacher.eval().requires_grad_(False))
         self._teacher_logits: torch.Tensor | None = None
+        self.device = device
+
+    def _place(self) -> None:
+        """Move the supernet and the teacher to ``device`` (on the worker that refines)."""
+        if self.device is None:
+            return
+        from hybridmoo.evaluate.measure import resolve_device
+
+        target = resolve_device(self.device)
+        self.supernet.to(target)
+        if self._teacher is not None:
+            self._teacher.to(target)
 
     def refine(self, survivors: Sequence[EvalResult], objectives: Sequence[Objective]
                ) -> list[tuple[EvalResult, nn.Module | None]]:
@@ -74,6 +88,7 @@ class Refiner:
         usable = [s for s in survivors if s.ok]
         if not usable:
             return []
+        self._place()
         F = minimization_matrix(usable, objectives)
         prefs = np.array([refinement_preference(F, i, objectives) for i in range(len(usable))])
         teacher = self.distillation_target() if self.settings.distill else None
@@ -84,6 +99,7 @@ class Refiner:
         """One survivor's refinement as backend work (:class:`hybridmoo.tasks.SearchTask`):
         under the preference the driver chose for it among its round's survivors, measured
         with ``measure`` where it runs; for a :class:`FrontJob`, :meth:`tune_front`."""
+        self._place()
         if isinstance(job, FrontJob):
             return self.tune_front(job, objectives)
         if not job.survivor.ok:

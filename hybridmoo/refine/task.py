@@ -101,8 +101,9 @@ def mean_task_loss(net: nn.Module, batches: list[Any], teacher: nn.Module | None
 
 
 def calibration_batches(data: ImageData, settings: RefineSettings) -> list[Any]:
-    """The training batches BatchNorm and activation ranges are recalibrated on."""
-    batches = first_batches(data.train, settings)
+    """The training batches BatchNorm and activation ranges are recalibrated on (never
+    augmented: :meth:`~hybridmoo.data.ImageData.calibration_set`)."""
+    batches = first_batches(data.calibration_set(), settings)
     if not batches:
         raise ConfigError(f"refine batch_size {settings.batch_size} exceeds the "
                           f"{len(data.train)} training examples")

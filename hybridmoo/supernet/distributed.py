@@ -47,8 +47,15 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset, default_collate
 
+from hybridmoo.backends.ray_cluster import (
+    LOOPBACK_HOSTS,
+    RAY_INSTALL,
+    connect,
+    disconnect,
+    require_ray,
+)
 from hybridmoo.data import batches_per_epoch, epoch_batches, make_data
-from hybridmoo.errors import ConfigError, HybridMooError, one_line
+from hybridmoo.errors import ConfigError, HybridMooError, MissingExtraError, one_line
 from hybridmoo.progress import Progress
 from hybridmoo.supernet.checkpoint import load_supernet, read_checkpoint
 from hybridmoo.supernet.factory import make_supernet
@@ -80,8 +87,7 @@ def train_supernet_distributed(config: TrainConfig | Mapping[str, Any], *, worke
     data-parallel Ray Train workers (one GPU each with ``use_gpu``). ``address`` joins a Ray
     cluster as :class:`~hybridmoo.backends.RayBackend` does (None: ``RAY_ADDRESS`` or a
     private cluster on 127.0.0.1). Returns rank 0's supernet, loaded from its checkpoint."""
-    from hybridmoo.backends.ray_cluster import connect, disconnect
-
+    require_ray("distributed supernet training (Ray Train)")
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an int >= 1, got {workers!r}")
@@ -137,10 +143,8 @@ def _fit(cfg: TrainConfig, workers: int, use_gpu: bool, resume: bool, save_dir: 
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
     except ImportError as exc:
-        raise ConfigError(f"distributed training needs Ray Train: pip install 'ray[train]' "
-                          f"({one_line(exc)})") from None
-
-    from hybridmoo.backends.ray_cluster import LOOPBACK_HOSTS
+        raise MissingExtraError(f"distributed training needs Ray Train: {RAY_INSTALL} "
+                                f"({one_line(exc)})") from None
 
     env = {"OMP_NUM_THREADS": "1"}
     backend, group = "nccl" if use_gpu else "gloo", None

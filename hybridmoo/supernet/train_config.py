@@ -7,7 +7,11 @@
     image_size: 32
     data: digits              # built-in digits | fashion-mnist | {name: fashion-mnist, root:
                               # DIR} | an image folder (train/, val/ inside): {root: DIR,
-                              # skip_corrupt: false}; corrupt images are errors unless skipped
+                              # skip_corrupt: false}; corrupt images are errors unless skipped |
+                              # a timm dataset: {name: torch/cifar10, root: DIR, download:
+                              # false}; any of them with mean, std (normalisation) and augment
+                              # (default on for folders / timm datasets); see hybridmoo.data.
+                              # Data from Python: train_supernet(cfg, data=...)
     steps: 300                # optimizer steps
     batch_size: 64
     optimizer: adamw          # any timm optimizer name

@@ -16,11 +16,13 @@ as a NaN loss. ``MAX_BAD_STEPS`` such steps in a row stop the run with a :class:
 from __future__ import annotations
 
 import copy
+import itertools
+import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +30,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hybridmoo.data import ImageData, batches_per_epoch, epoch_batches, eval_batches, make_data
+from hybridmoo.data import (
+    ImageData,
+    as_image_data,
+    batches_per_epoch,
+    check_resumed_source,
+    data_record,
+    epoch_batches,
+    eval_batches,
+    make_data,
+)
 from hybridmoo.errors import ConfigError
 from hybridmoo.progress import Progress
 from hybridmoo.quant import FakeQuant
 from hybridmoo.quant import calibrate as calibrate_quant
 from hybridmoo.supernet.bn import recalibrate_bn
-from hybridmoo.supernet.checkpoint import read_checkpoint, restore, save_checkpoint
+from hybridmoo.supernet.checkpoint import META_FILE, read_checkpoint, restore, save_checkpoint
 from hybridmoo.supernet.factory import make_supernet
 from hybridmoo.supernet.models import CHECKPOINT_SUFFIXES
 from hybridmoo.supernet.supernet import Supernet
@@ -63,30 +74,59 @@ class TrainResult:
     skipped_steps: int = 0  # steps rolled back for a non-finite loss or gradient
 
 
-def prepare_training(cfg: TrainConfig) -> tuple[ImageData, Supernet]:
+def prepare_training(cfg: TrainConfig, data: Any = None) -> tuple[ImageData, Supernet]:
     """The data and the untrained supernet ``cfg`` names (seeded as training seeds them): every
     check of the model name, the data and the checkpoint happens here, before any file is
-    written. :func:`train_supernet` takes the pair as ``prepared``."""
+    written. ``data``: data from Python (see :func:`hybridmoo.data.as_image_data`) instead of
+    ``cfg.data``. :func:`train_supernet` takes the pair as ``prepared``."""
     torch.manual_seed(cfg.seed)
-    data = make_data(cfg.data, cfg.image_size)
-    sn = make_supernet(cfg.model, cfg.num_classes or data.num_classes, spec=cfg.spec,
+    if data is None:
+        images = make_data(cfg.data, cfg.image_size)
+    else:
+        images = as_image_data(data, num_classes=cfg.num_classes, image_size=cfg.image_size)
+    sn = make_supernet(cfg.model, cfg.num_classes or images.num_classes, spec=cfg.spec,
                        image_size=cfg.image_size, checkpoint=cfg.checkpoint)
-    return data, sn
+    return images, sn
 
 
-def train_supernet(config: TrainConfig | Mapping[str, Any], *, resume: bool = False,
-                   progress: bool | None = None, stop_at: int | None = None,
+def with_python_data(cfg: TrainConfig, data: Any) -> tuple[TrainConfig, ImageData]:
+    """``data`` from Python checked (:func:`hybridmoo.data.as_image_data`) and ``cfg`` with
+    its record (:func:`hybridmoo.data.data_record`) as ``data``: what a checkpoint (and a
+    resumed run's check) keeps of data that has no name."""
+    images = as_image_data(data, num_classes=cfg.num_classes, image_size=cfg.image_size)
+    return replace(cfg, data=data_record(images)), images
+
+
+def train_supernet(config: TrainConfig | Mapping[str, Any], *, data: Any = None,
+                   device: str = "cpu", resume: bool = False, progress: bool | None = None,
+                   stop_at: int | None = None,
                    prepared: tuple[ImageData, Supernet] | None = None) -> TrainResult:
-    """Train a supernet as ``config`` says; returns it with the validation accuracy of its
-    largest and smallest sub-networks (after BatchNorm recalibration). ``stop_at`` ends this
-    call early at that step (with a checkpoint, no evaluation), as an interruption would; the
-    learning-rate schedule still spans ``config.steps``. ``prepared``: what
+    """Train a supernet as ``config`` says, on ``device`` (cpu, cuda, cuda:N, mps: the model
+    and every batch go there); returns it with the validation accuracy of its largest and
+    smallest sub-networks (after BatchNorm recalibration). ``data``: data from Python (an
+    :class:`~hybridmoo.data.ImageData`, or train / val / test Datasets or DataLoaders, see
+    :func:`hybridmoo.data.as_image_data`) instead of ``config``'s ``data``; the checkpoint
+    records its sizes and fingerprint, so a resume needs the same data again. ``stop_at`` ends
+    this call early at that step (with a checkpoint, no evaluation), as an interruption would;
+    the learning-rate schedule still spans ``config.steps``. ``prepared``: what
     :func:`prepare_training` returned for ``config``, when the caller checked it first."""
+    from hybridmoo.evaluate.measure import resolve_device
+
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else None
     if resume and run_dir is None:
         raise ConfigError("resume needs a run_dir")
-    data, sn = prepared if prepared is not None else prepare_training(cfg)
+    if data is not None and prepared is not None:
+        raise ConfigError("give train_supernet data or prepared (which holds its data), not "
+                          "both")
+    target = resolve_device(device)
+    images = None
+    if data is not None:
+        cfg, images = with_python_data(cfg, data)
+    elif resume and prepared is None:
+        check_resumed_source(_saved_config(run_dir).get("data"), cfg.data)
+    data, sn = prepared if prepared is not None else prepare_training(cfg, images)
+    sn.to(target)
     teacher = user_teacher(cfg, sn) if cfg.distill else None  # before a resume loads weights
     optimizer, scheduler = _optimizer(sn, cfg)
     rng = np.random.default_rng(cfg.seed)
@@ -215,8 +255,10 @@ def evaluate_subnet(sn: Supernet, config: Mapping[str, Any], data: ImageData,
 
 def calibration_batches(data: ImageData, batch_size: int, seed: int,
                         n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The ``n`` training batches that recalibrate a sub-network before its evaluation."""
-    return list(epoch_batches(data.train, batch_size, seed + 1, 0))[:n]
+    """The ``n`` training batches that recalibrate a sub-network before its evaluation (from
+    :meth:`~hybridmoo.data.ImageData.calibration_set`: not augmented)."""
+    return list(itertools.islice(epoch_batches(data.calibration_set(), batch_size, seed + 1, 0),
+                                 n))
 
 
 @torch.no_grad()
@@ -281,6 +323,16 @@ def _save(run_dir: Path, sn: Supernet, optimizer: torch.optim.Optimizer,
             "skipped_steps": sum(math.isnan(v) for v in losses),
             "rng_numpy": rng.bit_generator.state, "metrics": dict(metrics or {})}
     save_checkpoint(run_dir, sn, optimizer=optimizer, meta=meta)
+
+
+def _saved_config(run_dir: Path) -> dict[str, Any]:
+    """The training config a checkpoint in ``run_dir`` recorded ({} when there is none to read:
+    :func:`_resume` reports that)."""
+    try:
+        saved = json.loads((run_dir / META_FILE).read_text()).get("meta", {}).get("config", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
 
 
 def _resume(run_dir: Path, sn: Supernet, optimizer: torch.optim.Optimizer,

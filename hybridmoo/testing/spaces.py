@@ -207,3 +207,32 @@ class SupernetConformance:
         for bad_x in (x[:, :1], x[0], torch.zeros(1, supernet.in_chans, 2, 2)):
             with pytest.raises(ConfigError):
                 supernet(bad_x)
+
+
+def mixed_policy(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every bit width in use: weights cycling 4, 8, 32 bits and layer inputs
+    8, 8, 32 bits over the blocks (a quantized config for export and size checks)."""
+    out = dict(config)
+    w = a = 0
+    for name in out:
+        if name.endswith("w_bits"):
+            out[name], w = (4, 8, 32)[w % 3], w + 1
+        elif name.endswith("a_bits"):
+            out[name], a = (8, 8, 32)[a % 3], a + 1
+    return out
+
+
+class PlainDataset:
+    """A TensorDataset's examples as a plain map-style dataset (no tensors to slice, no class
+    metadata): what a user's own ``Dataset`` looks like to the pipeline. ``shift`` is added
+    to every image (different data of the same shape)."""
+
+    def __init__(self, part: Any, shift: float = 0.0) -> None:
+        self.x, self.y = part.tensors
+        self.shift = shift
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.x[index] + self.shift, int(self.y[index])

@@ -80,5 +80,5 @@ def test_cli_search_on_ray(ray_cluster, tmp_path, capsys):
     path = write(tmp_path, f"algorithm: random\nmax_evals: 4\nrun_dir: {run_dir}\n")
     assert main(["search", "--config", str(path), "--backend", "ray", "--workers", "2",
                  "-q"]) == 0
-    assert "evaluated: 4" in capsys.readouterr().out
+    assert "4 evaluated, failed: 0" in capsys.readouterr().out
     assert len(Journal(run_dir).read()) == 4

@@ -1,4 +1,4 @@
-"""Latency, MACs, size and devices, on real torch and onnxruntime runs."""
+"""Latency, MACs and devices, on real torch and onnxruntime runs (size: test_size)."""
 
 import pytest
 import torch
@@ -12,9 +12,7 @@ from hybridmoo.evaluate import (
     measure_latency,
     measure_onnx_latency,
     resolve_device,
-    size_bytes,
 )
-from hybridmoo.quant import FakeQuant
 
 
 def test_measured_latency_is_positive_after_warmup(supernet):
@@ -49,21 +47,6 @@ def test_macs_shrink_with_width(supernet, widths):
     x = torch.randn(1, 3, 32, 32)
     macs = [count_macs(supernet.extract(widths(r)), x) for r in (0.25, 0.5, 1.0)]
     assert macs[0] < macs[1] < macs[2]
-
-
-def test_size_by_hand():
-    conv = nn.Conv2d(4, 8, 3)  # 288 weights + 8 biases
-    net = nn.Sequential(FakeQuant(conv, 4, 8), nn.BatchNorm2d(8))
-    # 4-bit weights: 144 B; bias 32 B; act_range 8 B; BN weight, bias, mean, var: 4 * 32 B
-    assert size_bytes(net) == 144 + 32 + 8 + 128
-    net[0].w_bits = 8
-    assert size_bytes(net) == 288 + 32 + 8 + 128
-
-
-def test_size_shrinks_with_bits_and_width(supernet, quantized, widths):
-    size = {bits: size_bytes(supernet.extract(quantized(bits, 32))) for bits in (4, 8, 32)}
-    assert size[4] < size[8] < size[32]
-    assert size_bytes(supernet.extract(widths(0.5))) < size_bytes(supernet.extract(widths(1.0)))
 
 
 @pytest.mark.parametrize("name", ["tpu", "cuda:7", "not a device", "cuda:-1"])

@@ -3,8 +3,10 @@ exported so that every checkpoint reproduces the accuracy its journal recorded."
 
 import json
 
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from hybridmoo import search
 from hybridmoo.cli import main
@@ -83,6 +85,15 @@ def test_every_exported_checkpoint_reproduces_its_journaled_accuracy(run_dir, ca
         assert 100.0 * accuracy(net, data.test) == test["value"]
         int8 = any(v["a_bits"] == 8 for v in manifest["quantization"]["layers"].values())
         assert ("model.int8.onnx" in manifest["files"]) == int8
+        assert manifest["deployable"] == ("model.int8.onnx" if int8 else "model.onnx")
+        # size_bytes is what the deployable model stores: its initializers' bytes
+        stored = sum(numpy_helper.to_array(i).nbytes for i in
+                     onnx.load(str(directory / manifest["deployable"])).graph.initializer)
+        assert manifest["deployable_weight_bytes"] == stored
+        if p["origin"] != "refine":  # the refined record's size is a stand-in value
+            assert manifest["metrics"]["size_bytes"]["value"] == stored
+        assert manifest["file_bytes"] == {f: (directory / f).stat().st_size
+                                          for f in manifest["files"]}
         assert isinstance(manifest["lineage"]["evaluation"], int)
         if p["origin"] == "refine":
             assert manifest["lineage"]["refinement"] == {"solver": "stand-in"}

@@ -18,6 +18,7 @@ from hybridmoo.refine.costs import (
 )
 from hybridmoo.refine.gates import GateBank, find_groups, layer_dims, plain_copy
 from hybridmoo.supernet import make_supernet
+from hybridmoo.supernet.training import prepare_subnet
 
 
 def _setup(net, example):
@@ -34,7 +35,7 @@ def test_full_width_costs_equal_the_evaluators_counts(subnet, random_config, dat
     groups, prof = _setup(net, example)
     costs = expected_costs(prof, layer_dims(groups), [torch.ones(g.size) for g in groups])
     assert float(total_macs(costs)) == pytest.approx(count_macs(net, example), rel=1e-6)
-    assert float(total_bytes(costs, prof)) == pytest.approx(size_bytes(net), rel=1e-6)
+    assert float(total_bytes(costs, prof)) == pytest.approx(size_bytes(net, example), rel=1e-6)
     model = macs_model()
     assert float(latency(costs, model)) == pytest.approx(model.predict(net, example), rel=1e-6)
     assert set(costs) >= set(layer_costs(net, example))
@@ -63,6 +64,18 @@ def test_vit_costs_count_attention_and_heads(data):
     assert float(total_macs(expected_costs(prof, layer_dims(groups), halved))) < float(full)
 
 
+def test_vit_full_width_bytes_are_the_deployable_models(data, calib):
+    """int8 Linear layers on tokens (their bias a float Add), LayerNorms, attention."""
+    sn = make_supernet("test_vit", num_classes=10, image_size=32)
+    config = {k: 8 if k.endswith("a_bits") else v for k, v in sn.largest().items()}
+    net = prepare_subnet(sn, config, calib)
+    example = data.val.tensors[0][:1]
+    groups, prof = _setup(net, example)
+    costs = expected_costs(prof, layer_dims(groups), [torch.ones(g.size) for g in groups])
+    assert any(p.int8 for p in prof.layers.values())
+    assert float(total_bytes(costs, prof)) == pytest.approx(size_bytes(net, example), rel=1e-6)
+
+
 def test_costs_are_differentiable_and_fall_when_gates_close(subnet, mid_config, data):
     net = subnet(mid_config(w_bits=4))
     groups, prof = _setup(net, data.val.tensors[0][:1])
@@ -78,12 +91,13 @@ def test_costs_are_differentiable_and_fall_when_gates_close(subnet, mid_config, 
         assert sum(float(g.sum()) for g in grads) > 0
 
 
+@pytest.mark.parametrize("a_bits", [32, 8])  # float layers; int8 kernels, folded norms
 def test_cost_model_on_the_hardening_decision_is_the_hardened_networks_cost(subnet, mid_config,
-                                                                           data):
+                                                                           data, a_bits):
     from hybridmoo.refine.gates import attach
     from hybridmoo.refine.harden import harden, kept_masks, kept_units
 
-    net = subnet(mid_config(w_bits=4))
+    net = subnet(mid_config(w_bits=4, a_bits=a_bits))
     example = data.val.tensors[0][:1]
     groups, prof = _setup(net, example)
     work = copy.deepcopy(net)
@@ -95,5 +109,5 @@ def test_cost_model_on_the_hardening_decision_is_the_hardened_networks_cost(subn
     kept = kept_units(gated.bank.test_gates(), groups, divisor=1)
     predicted = expected_costs(prof, layer_dims(groups), kept_masks(kept, groups))
     harden(gated, divisor=1)
-    assert float(total_bytes(predicted, prof)) == pytest.approx(size_bytes(work), abs=1)  # packing
+    assert float(total_bytes(predicted, prof)) == pytest.approx(size_bytes(work, example), rel=1e-6)
     assert float(total_macs(predicted)) == pytest.approx(count_macs(work, example), rel=1e-6)

@@ -26,7 +26,7 @@ def _measure(data):
 
     def measure(net):
         return {"accuracy": 100.0 * accuracy(net, data.val),
-                "latency_ms": model.predict(net, example), "size_bytes": size_bytes(net),
+                "latency_ms": model.predict(net, example), "size_bytes": size_bytes(net, example),
                 "macs": count_macs(net, example)}
     return measure
 
@@ -128,7 +128,7 @@ def test_a_refined_networks_costs_are_measured_beside_its_parent(trained, subnet
     # a new structure: its latency is the parent's recorded one times the side-by-side ratio
     values = refiner._beside_parent(narrow, parent, OBJECTIVES, restructured=True)
     assert values["latency_ms"] == pytest.approx(parent.values["latency_ms"] * ratio)
-    assert values["size_bytes"] == size_bytes(narrow)
+    assert values["size_bytes"] == size_bytes(narrow, data.val.tensors[0][:1])
     # the parent's structure and policy: its costs are the parent's, not noise around them
     same = subnet(parent_config)
     values = refiner._beside_parent(same, parent, OBJECTIVES, restructured=False)
@@ -192,7 +192,8 @@ def test_a_rolled_back_refinement_leaves_nothing_in_refined(trained, subnet, dat
     solved.val = torch.utils.data.TensorDataset(x[right], y[right])
     cfg = SimpleNamespace(refine={"every": 1, "survivors": 1, "final_share": 0, "front": True,
                                   **settings},
-                          train=SimpleNamespace(checkpoint=None, model="test_resnet"))
+                          train=SimpleNamespace(checkpoint=None, model="test_resnet"),
+                          device="cpu")
     evaluator = SimpleNamespace(latency="measure", measure_network=measure)
     schedule = _schedule(cfg, trained, solved, evaluator, tmp_path)
     from hybridmoo.tasks import RefineJob

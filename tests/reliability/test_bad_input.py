@@ -209,7 +209,7 @@ CASES = [
      "does not fit test_resnet"),
     ("pipe-missing-checkpoint", pipeline(", checkpoint: nope.safetensors"), PIPE,
      "nope.safetensors"),
-    ("pipe-device-not-here", pipeline(evaluation="{device: 'cuda:99'}"), PIPE,
+    ("pipe-device-not-here", pipeline(device="'cuda:99'"), PIPE,
      "is not available"),
     ("pipe-missing-latency-model", pipeline(evaluation="{latency_model: nope.json}"), PIPE,
      "nope.json does not exist"),

@@ -12,6 +12,7 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.supernet.checkpoint import META_FILE, WEIGHTS_FILE, load_supernet
 from hybridmoo.supernet.train_config import TrainConfig, load_train_config
 from hybridmoo.supernet.training import evaluate_subnet, train_supernet
+from hybridmoo.testing.spaces import PlainDataset
 
 torch.set_num_threads(1)
 TINY = {"model": "test_resnet", "image_size": 32, "batch_size": 16, "steps": 4,
@@ -158,3 +159,56 @@ def test_image_folder_data_through_timm(tmp_path):
     assert x.shape == (4, 3, 32, 32) and labels.dtype == torch.long
     with pytest.raises(ConfigError, match="'train' sub-folder"):
         make_data({"root": str(tmp_path / "val")}, 32)
+
+
+DigitsDataset = PlainDataset  # digits as the user's own map-style Dataset
+
+
+def test_training_on_python_datasets_records_them_for_resume(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from hybridmoo.data import data_record
+
+    d = digits(32)
+    data = (DataLoader(DigitsDataset(d.train), batch_size=5), DigitsDataset(d.val),
+            DigitsDataset(d.test))
+    cfg = {**TINY, "num_classes": 10, "run_dir": str(tmp_path), "data": "fashion-mnist"}
+    stopped = train_supernet(cfg, data=data, progress=False, stop_at=2)
+    assert stopped.step == 2 and stopped.data.train is data[0].dataset
+    saved = json.loads((tmp_path / META_FILE).read_text())["meta"]["config"]["data"]
+    assert saved == data_record(stopped.data) and saved["sizes"] == [1078, 359, 360]
+    with pytest.raises(ConfigError, match="came from Python"):
+        train_supernet(cfg, resume=True, progress=False)  # the config's fashion-mnist: refused
+    other = (DigitsDataset(d.train), DigitsDataset(d.val, shift=0.5), DigitsDataset(d.test))
+    with pytest.raises(ConfigError, match=r"changed config \(data\)"):
+        train_supernet(cfg, data=other, resume=True, progress=False)
+    resumed = train_supernet(cfg, data=data, resume=True, progress=False)
+    assert resumed.step == 4 and set(resumed.metrics) == {"largest_val_accuracy",
+                                                          "smallest_val_accuracy"}
+    whole = train_supernet({**cfg, "run_dir": None}, data=data, progress=False)
+    assert resumed.losses == whole.losses  # the same batches as an uninterrupted run
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("gpu", "unknown device 'gpu'"), ("cuda", "is not available"),
+    ("cuda:7", "is not available")])
+def test_an_unavailable_device_fails_before_training(tmp_path, device, message):
+    if device != "gpu" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has the device")
+    with pytest.raises(ConfigError, match=message):
+        train_supernet({**TINY, "run_dir": str(tmp_path / "run")}, device=device,
+                       progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.gpu
+def test_training_on_cuda(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    result = train_supernet({**TINY, "run_dir": str(tmp_path)}, device="cuda", progress=False)
+    assert all(p.device.type == "cuda" for p in result.supernet.parameters())
+    assert len(result.losses) == 4 and all(np.isfinite(result.losses))
+    assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
+    cpu = train_supernet(TINY, progress=False)  # the same run on the CPU: close, not equal
+    assert abs(result.losses[0] - cpu.losses[0]) < 1e-3
+    assert load_supernet(tmp_path) is not None
