@@ -8,8 +8,9 @@ a test split, on test as well. A pipeline measures it once, before the search, i
 every point with it (``-0.4 points, 5.1x smaller, 3.2x faster``).
 
 It also fixes the pipeline's hypervolume (:func:`fixed_reference`): normalised by the box of
-the baseline and the first ``FIRST_BATCH`` evaluations, which do not change when a run is
-extended, so a longer run never shows a lower hypervolume.
+the baseline and the first ``FIRST_BATCH`` evaluations, kept in ``baseline.json`` once a
+search has made them (or as many as it made), so a resumed, longer run never shows a lower
+hypervolume.
 """
 
 from __future__ import annotations
@@ -39,14 +40,20 @@ class Baseline:
     source: str
     values: dict[str, float]
     test: dict[str, float] = field(default_factory=dict)
+    reference: dict[str, tuple[float, float]] | None = None  # fixed by the first search
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "values": dict(self.values), "test": dict(self.test)}
+        return {"source": self.source, "values": dict(self.values), "test": dict(self.test),
+                "reference": None if self.reference is None
+                else {k: list(v) for k, v in self.reference.items()}}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Baseline:
+        reference = data.get("reference")
         return cls(str(data["source"]), {k: float(v) for k, v in data["values"].items()},
-                   {k: float(v) for k, v in data.get("test", {}).items()})
+                   {k: float(v) for k, v in data.get("test", {}).items()},
+                   None if reference is None
+                   else {k: (float(v[0]), float(v[1])) for k, v in reference.items()})
 
 
 def save_baseline(path: Path, baseline: Baseline) -> None:
@@ -130,7 +137,8 @@ def fixed_hypervolume(baseline: Baseline | None, history: Sequence[EvalResult],
     normalisation, said so, while there is too little to fix it with)."""
     from hybridmoo.archive import ParetoArchive
 
-    reference = fixed_reference(baseline.values if baseline else None, history, objectives)
+    reference = (baseline.reference if baseline is not None and baseline.reference else
+                 fixed_reference(baseline.values if baseline else None, history, objectives))
     archive = ParetoArchive(objectives, reference)
     for r in history:
         archive.add(r)

@@ -32,6 +32,7 @@ from hybridmoo.baseline import (
     USER_MODEL,
     Baseline,
     fixed_hypervolume,
+    fixed_reference,
     load_baseline,
     save_baseline,
 )
@@ -120,6 +121,7 @@ def run_pipeline(cfg: PipelineConfig, *, data: Any = None, resume: bool = False,
                         run_dir=run_dir, resume=resume and search_started(run_dir),
                         refine=_schedule(cfg, supernet, data, evaluator, run_dir),
                         max_seconds=cfg.max_seconds, progress=progress)
+        baseline = _fix_reference(run_dir, baseline, result, objectives)
         export_dir = report = None
         if cfg.export:
             from hybridmoo.export import export_run
@@ -130,6 +132,20 @@ def run_pipeline(cfg: PipelineConfig, *, data: Any = None, resume: bool = False,
 
             report = report_run(run_dir)
     return PipelineResult(result, run_dir, metrics, export_dir, report, baseline)
+
+
+def _fix_reference(run_dir: Path, baseline: Baseline, result: SearchResult,
+                   objectives: list[Any]) -> Baseline:
+    """The baseline with the hypervolume reference of the first search kept in it (a resumed
+    run keeps the one it has: :mod:`hybridmoo.baseline`)."""
+    if baseline.reference is not None:
+        return baseline
+    reference = fixed_reference(baseline.values, result.history, objectives)
+    if reference is None:
+        return baseline
+    baseline = replace(baseline, reference=reference)
+    save_baseline(run_dir / BASELINE_FILE, baseline)
+    return baseline
 
 
 def _baseline(cfg: PipelineConfig, run_dir: Path, supernet: Any, data: Any, evaluator: Any

@@ -13,6 +13,17 @@ os.environ.setdefault(LOOPBACK_ENV, "0")  # before ray is imported: listen on 12
 
 
 @pytest.fixture(scope="session")
+def finished_pipeline(tmp_path_factory):
+    """One finished tiny pipeline run (:mod:`hybridmoo.testing.runs`: trained, searched with
+    refinement, exported, reported), shared by the tests that only read a run directory."""
+    from hybridmoo.pipeline import run_pipeline
+    from hybridmoo.testing.runs import tiny_pipeline
+
+    return run_pipeline(tiny_pipeline(tmp_path_factory.mktemp("pipeline") / "run"),
+                        progress=False)
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """A running local cluster; backends built in the tests reuse it and leave it running."""
     import ray

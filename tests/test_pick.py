@@ -18,28 +18,14 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.export import load_subnet, read_front, read_manifest
 from hybridmoo.journal import Journal
 from hybridmoo.pick import NoPointQualifies, pick
-from hybridmoo.pipeline import run_pipeline
-from hybridmoo.pipeline_config import pipeline_config_from_dict
 from hybridmoo.supernet.training import accuracy
 from hybridmoo.units import format_ms
 
 torch.set_num_threads(1)
-TINY = {
-    "supernet": {"model": "test_resnet", "image_size": 32, "steps": 8, "batch_size": 32,
-                 "save_every": 8},
-    "evaluation": {"repeats": 3, "warmup": 1},
-    "max_evals": 6, "algorithm": "random", "seed": 0, "report": False,
-    "refine": {"every": 3, "survivors": 2, "steps": 3, "recovery_steps": 3, "front_steps": 4},
-}
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A finished, exported pipeline run (a tiny test_resnet supernet on digits)."""
-    run_dir = tmp_path_factory.mktemp("pick") / "run"
-    config = pipeline_config_from_dict({**TINY, "run_dir": str(run_dir)})
-    run_pipeline(config, progress=False)
-    return run_dir
+@pytest.fixture
+def run_dir(finished_pipeline):
+    """A finished, exported pipeline run (tests/conftest.py; read only)."""
+    return finished_pipeline.run_dir
 
 
 def values(run_dir):

@@ -12,25 +12,17 @@ from hybridmoo.errors import ConfigError, RunDirError
 from hybridmoo.export import load_subnet, read_front
 from hybridmoo.pipeline import run_pipeline
 from hybridmoo.pipeline_config import pipeline_config_from_dict
+from hybridmoo.testing.runs import TINY_PIPELINE, tiny_pipeline
 from hybridmoo.testing.spaces import PlainDataset
 
-TINY = {
-    "supernet": {"model": "test_resnet", "image_size": 32, "steps": 8, "batch_size": 32,
-                 "save_every": 4},
-    "evaluation": {"repeats": 3, "warmup": 1},
-    "max_evals": 6, "algorithm": "random", "seed": 0,
-    "refine": {"every": 3, "survivors": 2, "steps": 3, "recovery_steps": 3, "front_steps": 4},
-}
+TINY = TINY_PIPELINE
+tiny = tiny_pipeline
 
 
-def tiny(run_dir, **changes):
-    return pipeline_config_from_dict({**TINY, **changes, "run_dir": str(run_dir)})
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
-    return run_pipeline(tiny(run_dir), progress=False)
+@pytest.fixture
+def finished(finished_pipeline):
+    """The shared finished run (tests/conftest.py): read it, or copy it to change it."""
+    return finished_pipeline
 
 
 def test_every_stage_leaves_its_output(finished):
@@ -127,8 +119,9 @@ def test_resume_with_a_larger_budget_continues_the_search(finished, tmp_path):
     more = run_pipeline(tiny(run_dir, max_evals=8), resume=True, progress=False)
     evolved = [r for r in more.search.history if r.candidate.origin != "refine"]
     assert len(evolved) == 8
-    # the baseline is not measured again, and a fixed reference: a longer run, no lower HV
-    assert more.baseline == finished.baseline
+    # the baseline is not measured again, and the reference the first run fixed stays: a
+    # longer run, no lower hypervolume
+    assert more.baseline == finished.baseline and finished.baseline.reference is not None
     assert more.hypervolume[0] >= finished.hypervolume[0]
     assert [r.key for r in more.search.history[:len(finished.search.history)]] == [
         r.key for r in finished.search.history]

@@ -8,9 +8,11 @@ actor is up and busy it holds the next one too (``QUEUE_DEPTH``: it waits on the
 actor never idles while the driver fits its model or asks for the next candidate). The driver
 knows which item each actor runs: an actor whose process dies is replaced, the item it ran
 retried (``max_retries`` times, then recorded as failed) and the one waiting behind it
-submitted again; an item running past ``timeout_s`` (counted from when it starts) is recorded
-as failed and its actor killed and replaced; a lost item's record is the task's ``failed(item,
-reason)``. Every submitted item comes back from :meth:`next_done` once.
+submitted again (a process that dies just after an item ends may take that item's result
+with it: the item then counts as the one it died on, and the next one runs again); an item
+running past ``timeout_s`` (counted from when it starts) is recorded as failed and its actor
+killed and replaced; a lost item's record is the task's ``failed(item, reason)``. Every
+submitted item comes back from :meth:`next_done` once.
 """
 
 from __future__ import annotations

@@ -34,12 +34,14 @@ def toy_network(job: RefineJob) -> list[float]:
 
 @dataclass(frozen=True)
 class ToyRefineWorker:
-    """``delay`` seconds per survivor; ``crash_dir``: kill the worker process the first time
-    a survivor is seen; ``kill_pid``: SIGKILL that process (the driver) at the first job."""
+    """``delay`` seconds per survivor; ``crash_dir``: kill the worker process the first
+    ``crashes`` times a survivor is seen; ``kill_pid``: SIGKILL that process (the driver) at
+    the first job."""
 
     delay: float = 0.2
     crash_dir: str | None = None
     kill_pid: int | None = None
+    crashes: int = 1
 
     def __call__(self, job: RefineJob | FrontJob, objectives: tuple[Objective, ...]
                  ) -> Refined | list[Refined]:
@@ -47,9 +49,9 @@ class ToyRefineWorker:
             return self.front(job, objectives)
         start = time.time()
         if self.crash_dir is not None:
-            marker = Path(self.crash_dir) / f"crash-{job.key}"
-            if not marker.exists():
-                marker.touch()
+            seen = len(list(Path(self.crash_dir).glob(f"crash-{job.key}-*")))
+            if seen < self.crashes:
+                (Path(self.crash_dir) / f"crash-{job.key}-{seen}").touch()
                 os._exit(1)
         if self.kill_pid is not None:
             os.kill(self.kill_pid, signal.SIGKILL)

@@ -59,8 +59,8 @@ def test_an_actor_killed_during_a_refinement_is_replaced_and_the_survivor_refine
 
 def test_an_actor_dying_every_time_makes_a_failed_refinement(ray_cluster, tmp_path):
     backend = RayBackend(2, max_retries=0)
-    schedule = RefineSchedule(worker=ToyRefineWorker(delay=0.1, crash_dir=str(tmp_path)),
-                              every=8, survivors=1, final_round=False)
+    dies = ToyRefineWorker(delay=0.1, crash_dir=str(tmp_path), crashes=1_000)
+    schedule = RefineSchedule(worker=dies, every=8, survivors=1, final_round=False)
     result = search(SPACE, timed_evaluate, OBJECTIVES, algorithm="random", max_evals=12,
                     seed=0, backend=backend, refine=schedule, progress=False)
     [refined] = [r for r in result.history if r.candidate.origin == "refine"]
