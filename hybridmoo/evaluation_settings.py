@@ -63,11 +63,9 @@ class EvaluationSettings:
         names = [f.name for f in fields(cls)]
         for key in data:
             if key not in names:
-                from hybridmoo.loading import did_you_mean
+                from hybridmoo.loading import unknown_key
 
-                raise ConfigError(f"evaluation: unknown key {key!r}"
-                                  f"{did_you_mean(str(key), names)}; valid keys: "
-                                  f"{', '.join(names)}")
+                raise unknown_key("evaluation", key, names)
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -120,6 +120,14 @@ def unknown_name(kind: str, name: object, names: Iterable[str]) -> ConfigError:
                        f"choose one of: {', '.join(names)}")
 
 
+def unknown_key(where: str, key: object, valid: Iterable[str]) -> ConfigError:
+    """The error for a config key ``where`` does not take, with the closest valid one and
+    all of them."""
+    valid = list(valid)
+    return ConfigError(f"{where}: unknown key {key!r}{did_you_mean(str(key), valid)}; "
+                       f"valid keys: {', '.join(valid)}")
+
+
 def check_options(owner: str, options: Iterable[str], allowed: Iterable[str]) -> None:
     """Raise a ConfigError naming the first option ``owner`` does not take."""
     allowed = sorted(allowed)

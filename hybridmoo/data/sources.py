@@ -42,7 +42,7 @@ def check_source(value: Any, where: str = "data") -> str | dict[str, Any]:
     """``value`` as a data source (see :mod:`hybridmoo.data`), in its one canonical form: a
     built-in's name when that is all it says, else a mapping without ``skip_corrupt`` /
     ``download`` when false, ``mean`` / ``std`` as floats."""
-    from hybridmoo.loading import did_you_mean
+    from hybridmoo.loading import did_you_mean, unknown_key
 
     if isinstance(value, str) and value in BUILTIN:
         return value
@@ -57,9 +57,7 @@ def check_source(value: Any, where: str = "data") -> str | dict[str, Any]:
     out: dict[str, Any] = {}
     for key, option in value.items():
         if key not in SOURCE_OPTIONS:
-            raise ConfigError(f"{where}: unknown key {key!r}"
-                              f"{did_you_mean(str(key), list(SOURCE_OPTIONS))}; valid keys: "
-                              f"{', '.join(SOURCE_OPTIONS)}")
+            raise unknown_key(where, key, SOURCE_OPTIONS)
         out[key] = _check_option(key, option, where)
     name = out.get("name")
     kind = _kind(name, where)

@@ -9,7 +9,7 @@ from typing import Any
 
 from hybridmoo.errors import ConfigError
 from hybridmoo.gradmoo import get_solver
-from hybridmoo.loading import check_options, did_you_mean
+from hybridmoo.loading import check_options, unknown_key
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,7 @@ class RefineSettings:
         names = [f.name for f in fields(cls)]
         for key in data:
             if key not in names:
-                raise ConfigError(f"{source}: unknown key {key!r}{did_you_mean(str(key), names)}"
-                                  f"; valid keys: {', '.join(names)}")
+                raise unknown_key(source, key, names)
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

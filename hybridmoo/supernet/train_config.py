@@ -38,7 +38,7 @@ from typing import Any
 
 from hybridmoo.data import check_source
 from hybridmoo.errors import ConfigError
-from hybridmoo.loading import did_you_mean
+from hybridmoo.loading import unknown_key
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,7 @@ class TrainConfig:
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in names:
-                raise ConfigError(f"{source}: unknown key {key!r}"
-                                  f"{did_you_mean(str(key), names)}; valid keys: "
-                                  f"{', '.join(names)}")
+                raise unknown_key(source, key, names)
             values[key] = _check(key, value, source)
         base = Path(base_dir) if base_dir is not None else None
         for key in ("checkpoint", "spec", "run_dir"):
