@@ -113,13 +113,15 @@ def run_pipeline(cfg: PipelineConfig, *, data: Any = None, resume: bool = False,
         evaluator = SubnetEvaluator.from_settings(supernet, data, cfg.evaluation_settings(),
                                                   latency=latency, train=cfg.train)
         objectives = [o for o in evaluator.objectives if o.name in cfg.objectives]
-        baseline = _baseline(cfg, run_dir, supernet, data, evaluator)
+        user_model = _user_model(cfg, data)  # the baseline, and refinement's teacher
+        baseline = _baseline(cfg, run_dir, supernet, data, evaluator, user_model)
         result = search(supernet.space, evaluator, objectives,
                         algorithm=cfg.algorithm or _default_algorithm(),
                         algorithm_options=cfg.algorithm_options, max_evals=cfg.max_evals,
                         seed=cfg.seed, backend=cfg.make_backend(), workers=cfg.workers,
                         run_dir=run_dir, resume=resume and search_started(run_dir),
-                        refine=_schedule(cfg, supernet, data, evaluator, run_dir),
+                        refine=_schedule(cfg, supernet, data, evaluator, run_dir,
+                                         teacher=user_model),
                         max_seconds=cfg.max_seconds, progress=progress)
         baseline = _fix_reference(run_dir, baseline, result, objectives)
         export_dir = report = None
@@ -148,21 +150,20 @@ def _fix_reference(run_dir: Path, baseline: Baseline, result: SearchResult,
     return baseline
 
 
-def _baseline(cfg: PipelineConfig, run_dir: Path, supernet: Any, data: Any, evaluator: Any
-              ) -> Baseline:
-    """The starting model measured by the search's evaluator (:mod:`hybridmoo.baseline`):
-    read from the run directory when a resumed run measured it already."""
-    from hybridmoo.supernet.layout import FP32
-    from hybridmoo.supernet.training import accuracy, calibration_batches, prepare_subnet
+def _baseline(cfg: PipelineConfig, run_dir: Path, supernet: Any, data: Any, evaluator: Any,
+              user_model: Any) -> Baseline:
+    """The starting model (``user_model``, else the largest sub-network in FP32) measured by
+    the search's evaluator (:mod:`hybridmoo.baseline`): read from the run directory when a
+    resumed run measured it already."""
+    from hybridmoo.supernet.training import accuracy, calibration_batches, fp32, prepare_subnet
 
     path = run_dir / BASELINE_FILE
     saved = load_baseline(path)
     if saved is not None:
         return saved
-    network, source = _user_model(cfg, data), USER_MODEL
+    network, source = user_model, USER_MODEL
     if network is None:
-        largest = {k: (FP32 if k.endswith("_bits") else v)
-                   for k, v in supernet.largest().items()}
+        largest = fp32(supernet.largest())
         calib = calibration_batches(data, evaluator.batch_size, evaluator.seed,
                                     evaluator.bn_batches)
         network, source = prepare_subnet(supernet, largest, calib), LARGEST
@@ -265,7 +266,9 @@ def _supernet(cfg: PipelineConfig, run_dir: Path, prepared: Any, progress: bool 
 
 
 def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,
-              run_dir: Path) -> RefineSchedule | None:
+              run_dir: Path, teacher: Any = None) -> RefineSchedule | None:
+    """The refinement rounds of ``cfg`` as backend work; ``teacher``: the user's model to
+    distil from (None: the supernet's largest sub-network)."""
     if cfg.refine is None:
         return None
     from hybridmoo.refine import Refiner, RefineSettings
@@ -277,7 +280,7 @@ def _schedule(cfg: PipelineConfig, supernet: Any, data: Any, evaluator: Any,
     model = evaluator.latency if not isinstance(evaluator.latency, str) else None
     refiner = Refiner(supernet, data, RefineSettings.from_dict(options),
                       measure=evaluator.measure_network, latency_model=model,
-                      teacher=_user_model(cfg, data), device=cfg.device)
+                      teacher=teacher, device=cfg.device)
     if refiner.settings.distill:  # once, before the search: the teacher's logits travel with
         refiner.distillation_target()  # the refiner to every worker instead of each making them
     return RefineSchedule(worker=refiner.refine_job, keep=_Keep(run_dir), every=every,
@@ -306,7 +309,7 @@ class _Keep:
 
 
 def _user_model(cfg: PipelineConfig, data: Any) -> Any:
-    """The user's own model (from its checkpoint), refinement's distillation teacher; None
+    """The user's own model (from its checkpoint): the baseline and refinement's teacher; None
     when the supernet started from a random init (refinement then distils from its largest
     sub-network)."""
     from hybridmoo.supernet import make_supernet

@@ -199,7 +199,7 @@ def test_refinement_distils_from_the_users_model(tmp_path):
     sn = make_supernet("test_resnet", 10, image_size=32, checkpoint=str(path))
     evaluator = SubnetEvaluator(sn, digits(32), repeats=2, warmup=1)
     (tmp_path / "b").mkdir()
-    baseline = _baseline(cfg, tmp_path / "b", sn, digits(32), evaluator)
+    baseline = _baseline(cfg, tmp_path / "b", sn, digits(32), evaluator, teacher)
     assert baseline.source == USER_MODEL
     assert baseline.values["size_bytes"] == evaluator.measure_network(teacher)["size_bytes"]
 

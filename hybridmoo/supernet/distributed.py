@@ -64,12 +64,12 @@ from hybridmoo.supernet.train_config import TrainConfig
 from hybridmoo.supernet.training import (
     TrainResult,
     _configs,
-    _fp32,
     _optimizer,
     _resume,
     _save,
     count_bad_step,
     evaluate_subnet,
+    fp32,
     sandwich_step,
 )
 
@@ -313,7 +313,7 @@ def _worker(loop_config: dict[str, Any]) -> None:
     if rank == 0:
         metrics = {f"{name}_val_accuracy": evaluate_subnet(sn, config, data, cfg)
                    for name, config in (("largest", sn.largest()),
-                                        ("smallest", _fp32(sn.smallest())))}
+                                        ("smallest", fp32(sn.smallest())))}
         _save(save_dir, sn, optimizer, rng, cfg, step, losses, metrics)
 
 

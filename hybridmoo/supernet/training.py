@@ -161,7 +161,7 @@ def train_supernet(config: TrainConfig | Mapping[str, Any], *, data: Any = None,
             _save(run_dir, sn, optimizer, rng, cfg, step, losses)
         return TrainResult(sn, data, step, losses, {}, seconds, run_dir, skipped)
     metrics = {f"{name}_val_accuracy": evaluate_subnet(sn, config, data, cfg)
-               for name, config in (("largest", sn.largest()), ("smallest", _fp32(sn.smallest())))}
+               for name, config in (("largest", sn.largest()), ("smallest", fp32(sn.smallest())))}
     if run_dir:
         _save(run_dir, sn, optimizer, rng, cfg, step, losses, metrics)
     return TrainResult(sn, data, step, losses, metrics, seconds, run_dir, skipped)
@@ -290,11 +290,12 @@ def accuracy(net: torch.nn.Module, dataset: Any, batch_size: int = 256) -> float
 def _configs(sn: Supernet, cfg: TrainConfig, rng: np.random.Generator) -> list[dict[str, Any]]:
     if not cfg.sandwich:
         return []
-    return [_fp32(sn.smallest()), *(_fp32(sn.space.sample(rng))
+    return [fp32(sn.smallest()), *(fp32(sn.space.sample(rng))
                                     for _ in range(cfg.random_subnets))]
 
 
-def _fp32(config: Mapping[str, Any]) -> dict[str, Any]:
+def fp32(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with every bit-width dimension at 32 (quantization off)."""
     return {k: (32 if k.endswith("_bits") else v) for k, v in config.items()}
 
 

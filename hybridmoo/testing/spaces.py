@@ -27,6 +27,7 @@ from hybridmoo.errors import ConfigError
 from hybridmoo.quant import FakeQuant
 from hybridmoo.space import Choice, IntRange, SearchSpace
 from hybridmoo.supernet import Supernet
+from hybridmoo.supernet.training import fp32
 
 FP32_TOLERANCE = 1e-4  # extracted vs supernet output, FP32, eval mode
 
@@ -48,11 +49,6 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
             m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen))
             m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
     return model
-
-
-def fp32(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with every bit-width dimension at 32 (quantization off)."""
-    return {k: (32 if k.endswith("_bits") else v) for k, v in config.items()}
 
 
 def count_params(module: nn.Module) -> int:
