@@ -143,7 +143,7 @@ def test_a_skipped_step_changes_nothing(tmp_path):
     sn = make_supernet(cfg.model, data.num_classes, image_size=cfg.image_size)
     optimizer, _ = training._optimizer(sn, cfg)
     x, y = next(training.epoch_batches(data.train, cfg.batch_size, cfg.seed, 0))
-    smallest = [training._fp32(sn.smallest())]
+    smallest = [training.fp32(sn.smallest())]
     training.sandwich_step(sn, optimizer, x, y, smallest, cfg.distill)
     before = {k: v.clone() for k, v in sn.model.state_dict().items()}
     opt_before = optimizer_state(optimizer)
