@@ -11,6 +11,7 @@ from torch import nn
 from hybridmoo.errors import ConfigError
 from hybridmoo.supernet.analysis import analyse
 from hybridmoo.supernet.models import resolve_model
+from hybridmoo.supernet.reorder import sort_channels
 from hybridmoo.supernet.spec import SupernetSpec
 from hybridmoo.supernet.supernet import Supernet
 
@@ -22,7 +23,8 @@ def make_supernet(model: nn.Module | str | Path, num_classes: int | None = None,
     """Make ``model`` a weight-sharing supernet.
 
     ``model`` is a timm model name (random init: nothing is downloaded), an ``nn.Module``
-    (used in place: its weights are the supernet's), or a local checkpoint file naming its
+    (used in place: its weights are the supernet's, their channels and heads reordered by
+    importance, which leaves its outputs as they were), or a local checkpoint file naming its
     architecture (safetensors metadata or a timm ``config.json`` beside it); ``checkpoint=``
     loads local weights into a named model. ``spec`` is a family spec (a YAML path or a
     :class:`SupernetSpec`), found by model name when omitted. ``image_size`` is the input size
@@ -52,7 +54,7 @@ def make_supernet(model: nn.Module | str | Path, num_classes: int | None = None,
     was_training = net.training
     net.eval()
     try:
-        layout = analyse(net, spec, example)
+        layout = sort_channels(net, analyse(net, spec, example))
     finally:
         net.train(was_training)
     return Supernet(net, spec, layout, image_size=size, in_chans=in_chans, min_size=min_size,

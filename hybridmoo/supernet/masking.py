@@ -1,5 +1,8 @@
-"""Run the full model as a sub-network: forward hooks that compute what the extracted network
-computes, on the shared weights.
+"""Run the full model as a sub-network by masking: forward hooks that compute what the
+extracted network computes, on the shared weights, at the full model's cost. The supernet
+masks only what slicing (:mod:`.slicing`) cannot serve, or everything in its ``"mask"``
+execution mode (the reference the sliced path is checked against). Hooks are registered for
+one forward and removed after it.
 
 - Removed channels: every layer whose *output* channels belong to a shrunk group (conv,
   linear, batch norm) has those outputs set to zero, so every consumer sees zeros where the
@@ -12,8 +15,6 @@ computes, on the shared weights.
   BatchNorm statistics are restored in training mode, and no gradient reaches it).
 - Quantized inputs: a pre-hook fake-quantizes the layer's input with the calibrated range
   (quantized weights are substituted by :meth:`Supernet.forward` through ``functional_call``).
-
-The largest FP32 configuration registers no hook at all: the plain model runs.
 """
 
 from __future__ import annotations
@@ -162,23 +163,26 @@ def _device(module: nn.Module) -> torch.device:
 
 
 def quantized_params(modules: Mapping[str, nn.Module], plan: Plan,
-                     qparams: Mapping[str, QParams],
-                     input_keep: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                     qparams: Mapping[str, QParams], input_keep: Mapping[str, torch.Tensor],
+                     base: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Fake-quantized weights (and int32-grid biases) by parameter name, to substitute with
-    ``torch.func.functional_call``. Weight columns of removed input channels are zeroed first
-    (their inputs are zero anyway), so per-channel scales come from the kept weights only, as
-    in the extracted layer."""
+    ``torch.func.functional_call``; ``base``: the (sliced) tensors to quantize instead of the
+    layers' own. Weight columns of masked input channels are zeroed first (their inputs are
+    zero anyway), so per-channel scales come from the kept weights only, as in the extracted
+    layer."""
+    base = base or {}
     params: dict[str, torch.Tensor] = {}
     for name, (w_bits, a_bits) in plan.quant.items():
         if w_bits >= FP32:
             continue
         layer = modules[name]
-        weight = layer.weight
+        weight = base.get(f"{name}.weight", layer.weight)
         if name in input_keep:
             keep = input_keep[name]
             weight = weight * _like(keep, weight).view(1, -1, *([1] * (weight.dim() - 2)))
         params[f"{name}.weight"] = fake_quant_weight(weight, w_bits)
-        if a_bits < FP32 and layer.bias is not None:
+        bias = base.get(f"{name}.bias", layer.bias)
+        if a_bits < FP32 and bias is not None:
             params[f"{name}.bias"] = fake_quant_bias(
-                layer.bias, qparams[name][0], weight_scales(weight, w_bits))
+                bias, qparams[name][0], weight_scales(weight, w_bits))
     return params

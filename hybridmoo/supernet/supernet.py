@@ -8,15 +8,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from hybridmoo.errors import ConfigError
 from hybridmoo.quant import act_qparams, batch_inputs
 from hybridmoo.quant.layers import observe_range
 from hybridmoo.space import SearchSpace
+from hybridmoo.supernet.execution import Executor, check_mode
 from hybridmoo.supernet.extract import extract as extract_plan
 from hybridmoo.supernet.layout import FP32, Layout, Plan
-from hybridmoo.supernet.masking import Masker, quantized_params
+from hybridmoo.supernet.slicing import ExecutionPlan
 from hybridmoo.supernet.spec import SupernetSpec
 
 
@@ -25,8 +25,10 @@ class Supernet(nn.Module):
     by :attr:`space`) share its weights. Build one with :func:`make_supernet`.
 
     ``forward(x, config)`` runs the sub-network ``config`` (``set_active(config)`` makes it
-    stick for later ``forward(x)`` calls); ``extract(config)`` returns it as a standalone,
-    physically smaller module."""
+    stick for later ``forward(x)`` calls) on slices of the shared weights, so it costs about
+    what the sub-network costs (:attr:`execution` ``"mask"`` runs every sub-network at the
+    full model's cost instead, the reference; :meth:`execution_plan` says how a config runs);
+    ``extract(config)`` returns it as a standalone, physically smaller module."""
 
     def __init__(self, model: nn.Module, spec: SupernetSpec, layout: Layout, *,
                  image_size: int, in_chans: int, min_size: int = 1,
@@ -40,7 +42,7 @@ class Supernet(nn.Module):
         self.min_size = int(min_size)
         self.fixed_size = bool(fixed_size)
         self.act_ranges: dict[str, tuple[float, float]] = {}
-        self._masker = Masker(model, layout)
+        self._executor = Executor(model, layout)
         self._modules_by_name = dict(model.named_modules())
         self._active = self.largest()
         self._plan = Plan()
@@ -60,6 +62,21 @@ class Supernet(nn.Module):
         return self.layout.extreme(largest=False)
 
     @property
+    def execution(self) -> str:
+        """``"slice"`` (default: sub-networks run on weight slices, masking only what slicing
+        cannot serve) or ``"mask"`` (every removed channel is zeroed in the full model)."""
+        return self._executor.mode
+
+    @execution.setter
+    def execution(self, mode: str) -> None:
+        self._executor.mode = check_mode(mode)
+
+    def execution_plan(self, config: Mapping[str, Any]) -> ExecutionPlan:
+        """Which layers of sub-network ``config`` run on weight slices, which are masked (and
+        why), which blocks are not run."""
+        return self._executor.execution_plan(self.plan(config))
+
+    @property
     def active(self) -> dict[str, Any]:
         """The config the next ``forward(x)`` runs."""
         return dict(self._active)
@@ -71,9 +88,8 @@ class Supernet(nn.Module):
             layout = self.layout.with_orders(orders)
         except ValueError as exc:
             raise ConfigError(f"cannot use the saved orders: {exc}") from None
-        self._masker.clear()
         self.layout = layout
-        self._masker = Masker(self.model, layout)
+        self._executor = Executor(self.model, layout, self.execution)
         self._active, self._plan, self._qparams = self.largest(), Plan(), {}
 
     def plan(self, config: Mapping[str, Any]) -> Plan:
@@ -88,7 +104,6 @@ class Supernet(nn.Module):
             return
         plan = self.layout.plan(config)
         qparams = self._input_qparams(plan)
-        self._masker.apply(plan, qparams)
         self._active, self._plan, self._qparams = dict(config), plan, qparams
 
     def forward(self, x: torch.Tensor, config: Mapping[str, Any] | None = None) -> torch.Tensor:
@@ -96,11 +111,7 @@ class Supernet(nn.Module):
         if config is not None:
             self.set_active(config)
         self.check_input(x)
-        params = quantized_params(self._modules_by_name, self._plan, self._qparams,
-                                  self._masker.input_keep)
-        if params:
-            return functional_call(self.model, params, (x,))
-        return self.model(x)
+        return self._executor.run(x, self._plan, self._qparams)
 
     def extract(self, config: Mapping[str, Any]) -> nn.Module:
         """Sub-network ``config`` as a standalone module in eval mode: fewer parameters and
@@ -109,12 +120,7 @@ class Supernet(nn.Module):
         plan = self.plan(config)
         if any(a < FP32 for _, a in plan.quant.values()):
             self._input_qparams(plan)  # a clear error when calibration is missing
-        self._masker.clear()
-        try:
-            net = extract_plan(self.model, self.layout, plan, self.act_ranges)
-        finally:
-            self._masker.apply(self._plan, self._qparams)
-        return net.eval()
+        return extract_plan(self.model, self.layout, plan, self.act_ranges).eval()
 
     @torch.no_grad()
     def calibrate(self, batches: Iterable[Any], config: Mapping[str, Any] | None = None) -> int:
@@ -128,19 +134,17 @@ class Supernet(nn.Module):
                   for unit in self.layout.quant for name in unit.layers}
         was_training = self.training
         self.eval()
-        self._masker.apply(fp32, {})
         hooks = [self._modules_by_name[name].register_forward_pre_hook(
             lambda _m, args, r=r: observe_range(r, args[0])) for name, r in ranges.items()]
         n = 0
         try:
             for x in batch_inputs(batches, next(self.model.parameters()).device):
                 self.check_input(x)
-                self.model(x)
+                self._executor.run(x, fp32, {})
                 n += 1
         finally:
             for h in hooks:
                 h.remove()
-            self._masker.apply(self._plan, self._qparams)
             self.train(was_training)
         if n == 0:
             raise ConfigError("calibration got no batches")

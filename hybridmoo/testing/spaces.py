@@ -190,6 +190,66 @@ class SupernetConformance:
                 if key.startswith(f"{block}.") and "running" in key:
                     assert torch.equal(value, before[key]), key
 
+    def test_a_sub_network_costs_what_it_is(self, supernet: Supernet) -> None:
+        """The supernet runs a sub-network with the extracted network's FLOPs (slicing), not
+        the full model's (masking)."""
+        supernet.eval()
+        x = self.images(supernet, n=1)
+        plans = []
+        for config in map(fp32, self.configs(supernet)[1:4]):
+            ours = count_flops(lambda v, c=config: supernet(v, c), x)
+            theirs = count_flops(supernet.extract(config), x)
+            assert ours <= 1.01 * theirs, (config, ours, theirs)
+            plans.append(supernet.execution_plan(config))
+        assert any(p.sliced for p in plans) and not any(p.masked for p in plans), plans
+
+    def test_sliced_gradients_equal_masked_gradients(self, supernet: Supernet) -> None:
+        """Two sub-networks' backward passes accumulate the same gradients and BatchNorm
+        statistics through slices as through masks (the reference), quantized ones too."""
+        supernet.calibrate([self.images(supernet, n=8, seed=s) for s in range(2)])
+        masked = copy.deepcopy(supernet)
+        masked.execution = "mask"
+        x = self.images(supernet, n=8)
+        configs = self.configs(supernet)[1:]
+        pair = [fp32(configs[0]), next((c for c in configs if c != fp32(c)), configs[1])]
+        for sn in (supernet, masked):
+            sn.train()
+            sn.zero_grad(set_to_none=True)
+            for config in pair:
+                sn(x, config).float().pow(2).mean().backward()
+        for (name, p), q in zip(supernet.named_parameters(), masked.parameters(), strict=True):
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            h = q.grad if q.grad is not None else torch.zeros_like(q)
+            scale = float(h.abs().max()) + 1e-6
+            assert float((g - h).abs().max()) <= 1e-3 * scale + 1e-6, name
+        for (name, b), c in zip(supernet.named_buffers(), masked.buffers(), strict=True):
+            assert torch.allclose(b.float(), c.float(), atol=1e-5), name
+
+    def test_one_sgd_step_matches_the_extracted_network(self, supernet: Supernet) -> None:
+        """One SGD step on a config through the supernet changes the shared weights as the
+        same step changes the extracted network's: re-extracted, they are equal, and no
+        entry outside the sub-network moved."""
+        x = self.images(supernet, n=8)
+        y = torch.arange(8) % 3
+        config = fp32(self.configs(supernet)[2])
+        net = supernet.extract(config).train()
+        before = {k: v.detach().clone() for k, v in supernet.state_dict().items()}
+        net_before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        supernet.train()
+        for model, run in ((supernet, lambda v: supernet(v, config)), (net, net)):
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(run(x).float(), y).backward()
+            optimizer.step()
+        again = supernet.extract(config).state_dict()
+        for key, value in net.state_dict().items():
+            assert torch.allclose(again[key].float(), value.float(), atol=1e-5), key
+        moved = sum(int((v != before[k]).sum()) for k, v in supernet.state_dict().items()
+                    if v.is_floating_point())
+        net_moved = sum(int((v != net_before[k]).sum()) for k, v in net.state_dict().items()
+                        if v.is_floating_point())
+        assert 0 < moved <= net_moved, (moved, net_moved)
+
     def test_bad_configs_and_inputs_are_clear_errors(self, supernet: Supernet) -> None:
         config = supernet.largest()
         name = supernet.space.names[0]
