@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--train-steps", type=int, default=20,
                         help="train_supernet steps per throughput measurement (0: skip)")
     parser.add_argument("--train-image-size", type=int, default=32)
@@ -208,7 +208,7 @@ def main() -> None:
     if args.digits:
         return print_digits(args)
     if args.quick:
-        args.rounds, args.train_steps = min(args.rounds, 5), min(args.train_steps, 8)
+        args.rounds, args.train_steps = 11, min(args.train_steps, 8)
     models = [m for m in args.models.split(",") if m]
     results = []
     for model in models:

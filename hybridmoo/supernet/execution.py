@@ -15,6 +15,7 @@ from hybridmoo.supernet.masking import Masker, QParams, quantized_params
 from hybridmoo.supernet.slicing import ExecutionPlan, LayerSlice, SlicedRun, Slicer
 
 MODES = ("slice", "mask")
+RECENT_PLANS = 8
 SlicedPlan = tuple[dict[str, LayerSlice], dict[str, int], Plan]
 
 
@@ -30,7 +31,7 @@ class Executor:
         self.slicer = Slicer(model, layout)
         self.heads = {h.attn: h.num_heads for h in layout.heads}
         self.mode = check_mode(mode)
-        self._last: tuple[Plan, SlicedPlan] | None = None
+        self._recent: dict[tuple, SlicedPlan] = {}
 
     def execution_plan(self, plan: Plan) -> ExecutionPlan:
         """Which layers of ``plan`` run sliced and which masked."""
@@ -53,7 +54,8 @@ class Executor:
             tensors.update(quantized_params(self.modules, plan, qparams,
                                             self.masker.input_keep, base=sliced.tensors))
             with sliced.structure():
-                out = functional_call(self.model, tensors, (x,)) if tensors else self.model(x)
+                out = (functional_call(self.model, tensors, (x,), tie_weights=False)
+                       if tensors else self.model(x))
         finally:
             self.masker.clear()
         sliced.write_back()
@@ -61,13 +63,19 @@ class Executor:
 
 
     def _sliced_plan(self, plan: Plan) -> SlicedPlan:
-        """The layer slices, kept head counts and masked part of ``plan`` (the last one is
-        kept: a sub-network runs many batches in a row)."""
-        if self._last is None or self._last[0] is not plan:
+        """The layer slices, kept head counts and masked part of ``plan``, kept for the
+        last few plans (a sandwich step runs the largest and smallest every time)."""
+        key = (tuple(sorted((r, len(p)) for r, p in plan.channels.items())),
+               tuple(sorted((a, len(h)) for a, h in plan.heads.items())), tuple(plan.quant.items()))
+        found = self._recent.pop(key, None)
+        if found is None:
             sliced_plan, masked = self.slicer.split(plan)
             kept = {a: self.heads[a] - len(h) for a, h in sliced_plan.heads.items()}
-            self._last = (plan, (self.slicer.layer_slices(sliced_plan), kept, masked))
-        return self._last[1]
+            found = (self.slicer.layer_slices(sliced_plan), kept, masked)
+        self._recent[key] = found
+        while len(self._recent) > RECENT_PLANS:
+            self._recent.pop(next(iter(self._recent)))
+        return found
 
 
 def check_mode(mode: str) -> str:

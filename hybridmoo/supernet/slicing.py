@@ -85,21 +85,20 @@ def unsliceable_reason(module: nn.Module) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
 class Keep:
     """The kept positions of one channel dimension, ascending; ``prefix``: their count when
-    they are the first ones (then slices are views)."""
+    they are the first ones (then slices are views), else None and ``index`` lists them."""
 
-    index: torch.Tensor
-    prefix: int | None
-
-    @classmethod
-    def of(cls, keep: torch.Tensor, device: torch.device) -> Keep:
-        """From a boolean mask of kept positions."""
-        index = keep.nonzero().flatten()
-        k = len(index)
-        prefix = k if bool(keep[:k].all()) else None
-        return cls(index.to(device), prefix)
+    def __init__(self, size: int, removed: set[int], device: torch.device) -> None:
+        k = size - len(removed)
+        self.size = size
+        if not removed or (min(removed) == k and max(removed) == size - 1):
+            self.prefix: int | None = k
+            self.index = torch.arange(k, device=device)
+        else:
+            self.prefix = None
+            kept = sorted(set(range(size)) - removed)
+            self.index = torch.tensor(kept, dtype=torch.long, device=device)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -174,14 +173,12 @@ class Slicer:
             if not idxs:
                 continue
             module = self.modules[name]
-            size = _size(module, out)
-            keep = torch.ones(size, dtype=torch.bool)
-            keep[sorted(idxs)] = False
+            keep = Keep(_size(module, out), idxs, _device(module))
             entry = slices.setdefault(name, LayerSlice())
             if out:
-                entry.out = Keep.of(keep, _device(module))
+                entry.out = keep
             else:
-                entry.inp = Keep.of(keep, _device(module))
+                entry.inp = keep
         return slices
 
     def _member_removals(self, root: str, root_pruned: frozenset[int]
@@ -230,7 +227,7 @@ class SlicedRun:
 
         def put(obj: object, attr: str, value: object) -> None:
             saved.append((obj, attr, getattr(obj, attr)))
-            setattr(obj, attr, value)
+            _set(obj, attr, value)
 
         try:
             for name, s in self.slices.items():
@@ -260,13 +257,20 @@ class SlicedRun:
             yield
         finally:
             for obj, attr, value in reversed(saved):
-                setattr(obj, attr, value)
+                _set(obj, attr, value)
 
     @torch.no_grad()
     def write_back(self) -> None:
         """Copy the updated running statistics of kept channels into the shared buffers."""
         for full, index, small in self._stats:
             full.index_copy_(0, index, small.to(full.dtype))
+
+
+def _set(obj: object, attr: str, value: object) -> None:
+    if attr in obj.__dict__ and not isinstance(value, nn.Module):
+        obj.__dict__[attr] = value  # a plain attribute: skip nn.Module.__setattr__ (hot path)
+    else:
+        setattr(obj, attr, value)
 
 
 def _gather(t: torch.Tensor, s: LayerSlice, leaf: bool, vector: bool) -> torch.Tensor:
@@ -299,9 +303,9 @@ def _gather(t: torch.Tensor, s: LayerSlice, leaf: bool, vector: bool) -> torch.T
 def _narrow(t: torch.Tensor, out: Keep | None, inp: Keep | None) -> torch.Tensor:
     """``t`` narrowed to the prefixes among ``out`` (dim 0) and ``inp`` (dim 1): a view."""
     if out is not None and out.prefix is not None:
-        t = t[:out.prefix]
+        t = t.narrow(0, 0, out.prefix)
     if inp is not None and inp.prefix is not None:
-        t = t[:, :inp.prefix]
+        t = t.narrow(1, 0, inp.prefix)
     return t
 
 

@@ -99,9 +99,9 @@ class Supernet(nn.Module):
 
     def set_active(self, config: Mapping[str, Any]) -> None:
         """Make ``forward(x)`` run the sub-network ``config``."""
+        if isinstance(config, Mapping) and dict(config) == self._active:
+            return  # the active config is valid already
         self.space.validate(config)
-        if dict(config) == self._active:
-            return
         plan = self.layout.plan(config)
         qparams = self._input_qparams(plan)
         self._active, self._plan, self._qparams = dict(config), plan, qparams
