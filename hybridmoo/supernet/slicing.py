@@ -7,12 +7,13 @@ removed block is not run. The kept channels of each layer are its remaining chan
 their original order, exactly as extraction (torch-pruning) leaves them, so the sliced forward
 computes what the extracted network computes, at the extracted network's cost.
 
-Gradients: with grad mode on, each gathered slice is a leaf of its own whose gradient, once
-``backward`` has accumulated it, is added into the kept entries of the shared parameter's
-``.grad`` (created full-size when missing). Adding a slice costs what the slice costs, not
-the full tensor, so the second and later sub-networks of a sandwich step stay cheap.
-``torch.autograd.grad`` with respect to the supernet's parameters does not see through the
-slices: use ``backward()``.
+Gradients: with grad mode on, each sliced conv / linear weight is a leaf of its own whose
+gradient, once ``backward`` has accumulated it, is added into the kept entries of the shared
+weight's ``.grad`` (created full-size when missing). Adding a slice costs what the slice
+costs, not the full tensor, so the second and later sub-networks of a sandwich step stay
+cheap. Vectors (biases, BatchNorm scales and shifts) are sliced with plain autograd: their
+full-size gradient is tiny. ``torch.autograd.grad`` with respect to the supernet's weights
+does not see through the weight slices: use ``backward()``.
 
 BatchNorm in training mode normalises with the batch statistics of the kept channels (as the
 extracted network does); the running statistics of the kept channels are updated and written
@@ -209,8 +210,10 @@ class SlicedRun:
             for key in ("weight", "bias") if s.out is not None else ("weight",):
                 t = getattr(module, key, None)
                 if isinstance(t, torch.Tensor):
-                    self.tensors[f"{name}.{key}"] = _gather(t, s, grad and t.requires_grad,
-                                                            vector=key == "bias")
+                    vector = key == "bias" or t.dim() == 1
+                    # a vector's full-size gradient is tiny: plain autograd serves it
+                    leaf = grad and t.requires_grad and not vector
+                    self.tensors[f"{name}.{key}"] = _gather(t, s, leaf, vector=vector)
             if isinstance(module, _BN) and module.running_mean is not None:
                 for key in ("running_mean", "running_var"):
                     full = getattr(module, key)
