@@ -16,6 +16,7 @@ from torch import nn
 
 from hybridmoo.errors import ConfigError
 from hybridmoo.space import Choice, Dim, IntRange
+from hybridmoo.supernet.channels import is_depthwise
 from hybridmoo.supernet.layout import (
     ChannelGroup,
     HeadGroup,
@@ -188,8 +189,7 @@ def group_members(group: Any, graph: Any, names: dict[int, str],
             continue  # an operation node of the traced graph (add, reshape, ...)
         if not isinstance(target, _ELASTIC_LAYERS) or name.startswith(attn_prefixes):
             return None
-        if isinstance(target, nn.Conv2d) and target.groups > 1 and not (
-                target.groups == target.in_channels == target.out_channels):
+        if isinstance(target, nn.Conv2d) and target.groups > 1 and not is_depthwise(target):
             return None
         members.append(Member(name, graph.is_out_channel_pruning_fn(item.dep.handler),
                               tuple(int(i) for i in item.idxs),

@@ -14,7 +14,7 @@ one forward and removed after it.
 - Removed blocks: the block's output is replaced by its input (the block still runs, its
   BatchNorm statistics are restored in training mode, and no gradient reaches it).
 - Quantized inputs: a pre-hook fake-quantizes the layer's input with the calibrated range
-  (quantized weights are substituted by :meth:`Supernet.forward` through ``functional_call``).
+  (quantized weights are substituted through ``functional_call``, see :mod:`.execution`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from hybridmoo.quant import fake_quant_act, fake_quant_bias, fake_quant_weight, weight_scales
+from hybridmoo.supernet.channels import BN, module_device
 from hybridmoo.supernet.layout import FP32, Layout, Plan
 
-_BN = nn.modules.batchnorm._BatchNorm
 QParams = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -79,7 +79,7 @@ class Masker:
 
     @staticmethod
     def _keep(size: int, idxs: Any, module: nn.Module) -> torch.Tensor:
-        keep = torch.ones(size, device=_device(module))
+        keep = torch.ones(size, device=module_device(module))
         keep[sorted(idxs)] = 0.0
         return keep
 
@@ -88,12 +88,12 @@ class Masker:
         self.handles.append(register(fn))
 
     def _mask_output(self, module: nn.Module, idxs: list[int]) -> None:
-        size = module.num_features if isinstance(module, _BN) else module.weight.shape[0]
+        size = module.num_features if isinstance(module, BN) else module.weight.shape[0]
         keep = self._keep(size, idxs, module)
         shape = (size,) if isinstance(module, nn.Linear) else (1, size, 1, 1)
         keep = keep.view(shape)
         self._hook(module, lambda _m, _a, out: out * _like(keep, out))
-        if isinstance(module, _BN) and module.track_running_stats:
+        if isinstance(module, BN) and module.track_running_stats:
             self._keep_bn_stats(module, keep)
 
     def _keep_bn_stats(self, bn: nn.Module, keep: torch.Tensor) -> None:
@@ -128,7 +128,7 @@ class Masker:
                    pre=True)
 
     def _skip(self, block: nn.Module) -> None:
-        bns = [m for m in block.modules() if isinstance(m, _BN) and m.track_running_stats]
+        bns = [m for m in block.modules() if isinstance(m, BN) and m.track_running_stats]
         saved: list[tuple[nn.Module, dict[str, torch.Tensor]]] = []
 
         def stash(m: nn.Module, _args: Any) -> None:
@@ -155,11 +155,6 @@ def _like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """``t`` on ``ref``'s device and dtype (a no-op when it is there already, so hooks keep
     working after the model moves)."""
     return t.to(device=ref.device, dtype=ref.dtype)
-
-
-def _device(module: nn.Module) -> torch.device:
-    tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
-    return tensors[0].device if tensors else torch.device("cpu")
 
 
 def quantized_params(modules: Mapping[str, nn.Module], plan: Plan,

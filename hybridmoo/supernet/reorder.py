@@ -15,9 +15,8 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from hybridmoo.supernet.channels import channel_count, channel_dim
 from hybridmoo.supernet.layout import ChannelGroup, HeadGroup, Layout
-
-_BN = nn.modules.batchnorm._BatchNorm
 
 
 @torch.no_grad()
@@ -49,13 +48,13 @@ def _sort_group(modules: dict[str, nn.Module], group: ChannelGroup) -> ChannelGr
     done: set[tuple[str, int]] = set()
     for m in group.members:
         module = modules[m.name]
-        dim = 0 if m.out or isinstance(module, _BN) or _depthwise(module) else 1
+        dim = channel_dim(module, m.out)
         if (m.name, dim) in done:
             continue
         done.add((m.name, dim))
         by_root = dict(zip(m.root_idxs, m.idxs, strict=True))
         positions = sorted(m.idxs)
-        source = list(range(_size(module, dim)))
+        source = list(range(channel_count(module, dim)))
         for position, root in zip(positions, group.order, strict=True):
             source[position] = by_root[root]
         _permute(module, dim, torch.tensor(source))
@@ -86,14 +85,3 @@ def _sort_heads(attn: nn.Module, group: HeadGroup) -> HeadGroup:
     proj = attn.proj.weight
     proj.copy_(proj.view(proj.shape[0], heads, hd).index_select(1, order).reshape(proj.shape))
     return replace(group, order=identity)
-
-
-def _size(module: nn.Module, dim: int) -> int:
-    if isinstance(module, _BN):
-        return int(module.num_features)
-    return int(module.weight.shape[dim])
-
-
-def _depthwise(module: nn.Module) -> bool:
-    return isinstance(module, nn.Conv2d) and module.groups > 1 and (
-        module.groups == module.in_channels == module.out_channels)

@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from hybridmoo.supernet.channels import BN, channel_count, channel_dim, is_depthwise, module_device
 from hybridmoo.supernet.layout import Layout, Member, Plan
 
-_BN = nn.modules.batchnorm._BatchNorm
 _KNOWN_TENSORS: tuple[tuple[type, frozenset[str]], ...] = (
     (nn.Conv2d, frozenset({"weight", "bias"})),
     (nn.Linear, frozenset({"weight", "bias"})),
-    (_BN, frozenset({"weight", "bias", "running_mean", "running_var", "num_batches_tracked"})),
+    (BN, frozenset({"weight", "bias", "running_mean", "running_var", "num_batches_tracked"})),
 )
 _SIZE_ATTRS = {nn.Conv2d: ("out_channels", "in_channels"), nn.Linear: ("out_features",
                                                                         "in_features")}
@@ -81,28 +81,28 @@ def unsliceable_reason(module: nn.Module) -> str | None:
     inner = [n for n, _ in module.named_parameters() if "." in n]
     if inner:
         return f"{type(module).__name__} has a child with parameters ({inner[0]})"
-    if isinstance(module, nn.Conv2d) and module.groups > 1 and not _depthwise(module):
+    if isinstance(module, nn.Conv2d) and module.groups > 1 and not is_depthwise(module):
         return "grouped convolution that is not depthwise"
     return None
 
 
 class Keep:
-    """The kept positions of one channel dimension, ascending; ``prefix``: their count when
-    they are the first ones (then slices are views), else None and ``index`` lists them."""
+    """The kept positions of one channel dimension, ascending: the first ``prefix`` ones
+    (then slices are views), or else those ``index`` lists."""
 
     def __init__(self, size: int, removed: set[int], device: torch.device) -> None:
         k = size - len(removed)
-        self.size = size
+        self.prefix: int | None = None
+        self.index: torch.Tensor | None = None
         if not removed or (min(removed) == k and max(removed) == size - 1):
-            self.prefix: int | None = k
-            self.index = torch.arange(k, device=device)
+            self.prefix = k
         else:
-            self.prefix = None
             kept = sorted(set(range(size)) - removed)
             self.index = torch.tensor(kept, dtype=torch.long, device=device)
+        self.count = k
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self.count
 
 
 @dataclass
@@ -159,9 +159,7 @@ class Slicer:
         for root, root_pruned in plan.channels.items():
             for member, idxs in self._member_removals(root, root_pruned):
                 module = self.modules[member.name]
-                out = member.out or isinstance(module, _BN) or (
-                    isinstance(module, nn.Conv2d) and _depthwise(module))
-                removed[(member.name, out)].update(idxs)
+                removed[(member.name, channel_dim(module, member.out) == 0)].update(idxs)
         for attn, heads in plan.heads.items():
             group = self.heads[attn]
             width = group.num_heads * group.head_dim
@@ -174,7 +172,7 @@ class Slicer:
             if not idxs:
                 continue
             module = self.modules[name]
-            keep = Keep(_size(module, out), idxs, _device(module))
+            keep = Keep(channel_count(module, 0 if out else 1), idxs, module_device(module))
             entry = slices.setdefault(name, LayerSlice())
             if out:
                 entry.out = keep
@@ -214,7 +212,7 @@ class SlicedRun:
                     # a vector's full-size gradient is tiny: plain autograd serves it
                     leaf = grad and t.requires_grad and not vector
                     self.tensors[f"{name}.{key}"] = _gather(t, s, leaf, vector=vector)
-            if isinstance(module, _BN) and module.running_mean is not None:
+            if isinstance(module, BN) and module.running_mean is not None:
                 for key in ("running_mean", "running_var"):
                     full = getattr(module, key)
                     small = _gather(full, s, False, vector=True)
@@ -235,13 +233,13 @@ class SlicedRun:
         try:
             for name, s in self.slices.items():
                 module = self.modules[name]
-                if isinstance(module, _BN):
+                if isinstance(module, BN):
                     put(module, "num_features", len(s.out) if s.out is not None
                         else module.num_features)
                     continue
                 out_attr, in_attr = next(a for k, a in _SIZE_ATTRS.items()
                                          if isinstance(module, k))
-                depthwise = isinstance(module, nn.Conv2d) and _depthwise(module)
+                depthwise = is_depthwise(module)
                 if s.out is not None:
                     put(module, out_attr, len(s.out))
                 if depthwise:
@@ -333,18 +331,3 @@ def _add_grad(param: torch.Tensor, out: Keep | None, inp: Keep | None,
             target.index_add_(1, in_index, grad)
         else:
             target.add_(grad)
-
-
-def _size(module: nn.Module, out: bool) -> int:
-    if isinstance(module, _BN):
-        return int(module.num_features)
-    return int(module.weight.shape[0 if out else 1])
-
-
-def _depthwise(conv: nn.Conv2d) -> bool:
-    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
-
-
-def _device(module: nn.Module) -> torch.device:
-    tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
-    return tensors[0].device if tensors else torch.device("cpu")

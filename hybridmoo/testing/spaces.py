@@ -217,11 +217,7 @@ class SupernetConformance:
             sn.zero_grad(set_to_none=True)
             for config in pair:
                 sn(x, config).float().pow(2).mean().backward()
-        for (name, p), q in zip(supernet.named_parameters(), masked.parameters(), strict=True):
-            g = p.grad if p.grad is not None else torch.zeros_like(p)
-            h = q.grad if q.grad is not None else torch.zeros_like(q)
-            scale = float(h.abs().max()) + 1e-6
-            assert float((g - h).abs().max()) <= 1e-3 * scale + 1e-6, name
+        assert_same_gradients(supernet, masked)
         for (name, b), c in zip(supernet.named_buffers(), masked.buffers(), strict=True):
             assert torch.allclose(b.float(), c.float(), atol=1e-5), name
 
@@ -263,6 +259,16 @@ class SupernetConformance:
         for bad_x in (x[:, :1], x[0], torch.zeros(1, supernet.in_chans, 2, 2)):
             with pytest.raises(ConfigError):
                 supernet(bad_x)
+
+
+def assert_same_gradients(ours: nn.Module, reference: nn.Module) -> None:
+    """Every parameter of ``ours`` has ``reference``'s gradient (a missing one counts as
+    zero), within 1e-3 of the reference's largest entry."""
+    for (name, p), q in zip(ours.named_parameters(), reference.parameters(), strict=True):
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        h = q.grad if q.grad is not None else torch.zeros_like(q)
+        scale = float(h.abs().max()) + 1e-6
+        assert float((g - h).abs().max()) <= 1e-3 * scale + 1e-6, name
 
 
 def mixed_policy(config: dict[str, Any]) -> dict[str, Any]:
