@@ -23,7 +23,7 @@ from sklearn.gaussian_process.kernels import RBF, DotProduct, Matern, WhiteKerne
 from sklearn.gaussian_process.kernels import ConstantKernel as C
 
 from hybridmoo.problems.nas_bench_graph import N_LAYERS, arch_key, load_table, space
-from hybridmoo.proposers.surrogate import _Features, _LogWarp
+from hybridmoo.proposers.surrogate_models import Features, LogWarp
 
 TOP, SHORTLIST = 50, 500
 
@@ -54,7 +54,7 @@ def main() -> None:
     sp = space()
     raw = np.array(list(itertools.product(*[range(s) for s in sp.sizes])))
     keys = np.array([arch_key(sp.decode(x)) for x in raw])
-    one_hot = _Features(sp)
+    one_hot = Features(sp)
     print(f"| dataset | model | Spearman | rank of the best | top {TOP} in predicted top "
           f"{SHORTLIST} |")
     print("|---|---|---|---|---|")
@@ -81,7 +81,7 @@ def main() -> None:
             rows = []
             for seed in range(args.seeds):
                 pick = np.random.default_rng(seed).choice(len(X), args.n, replace=False)
-                warp = _LogWarp(err[index[pick]])
+                warp = LogWarp(err[index[pick]])
                 model = make(seed).fit(feats(X[pick]), warp(err[index[pick]]))
                 predicted = np.full(len(archs), np.inf)
                 np.minimum.at(predicted, index, model.predict(feats(X)))

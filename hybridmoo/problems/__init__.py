@@ -105,5 +105,7 @@ for _spec in [
                 "params (needs hybridmoo[bench])"),
     ProblemSpec("digits-mlp", _P + "digits_mlp:digits_mlp",
                 "scikit-learn MLP on the bundled digits data: test error vs number of weights"),
+    ProblemSpec("zdt1-grid", _P + "synthetic:zdt1_grid",
+                "ZDT1 on an integer grid: a cheap problem with a known front"),
 ]:
     register_problem(_spec)
