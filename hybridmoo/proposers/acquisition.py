@@ -33,16 +33,6 @@ def front_of(F: np.ndarray) -> np.ndarray:
     return F[non_dominated_mask(F)] if len(F) else F
 
 
-def hypervolume_gain(front: np.ndarray, f: np.ndarray) -> float:
-    """What point ``f`` adds to ``front``'s hypervolume, in the front's own normalisation (its
-    ideal and nadir; reference point 1.1 per axis); the whole box when there is no front."""
-    if len(front) == 0:
-        return 1.0
-    ideal, nadir = front.min(axis=0), front.max(axis=0)
-    base = hypervolume(front, ideal, nadir)
-    return max(0.0, hypervolume(np.vstack([front, f]), ideal, nadir) - base)
-
-
 def greedy_hypervolume_picks(P: np.ndarray, front: np.ndarray, size: int) -> list[int]:
     """Up to ``size`` rows of predictions ``P`` (``(n, n_obj)``, or ``(n, size, n_obj)`` with
     the values of pick ``k`` in ``P[:, k]``), greedily by hypervolume gain over ``front``
@@ -76,10 +66,13 @@ def greedy_hypervolume_picks(P: np.ndarray, front: np.ndarray, size: int) -> lis
 
 @dataclass
 class SourceCredit:
-    """What each source's picks bought: the hypervolume a result added to the front as it
-    stood when its batch was made. A source's rate is the mean over its last
-    :data:`CREDIT_WINDOW` settled picks (in the order they were proposed, so the order
-    results come in does not matter)."""
+    """What each source's picks bought: a pick succeeds when its result is not weakly
+    dominated by the front as it stood when its batch was made (it improved the front). A
+    source's rate is its share of successes over its last :data:`CREDIT_WINDOW` settled picks
+    (in the order they were proposed, so the order results come in does not matter). Success
+    rather than hypervolume gain: a gain measured in the front's own box favours early picks
+    that stretch the box, and kept the model's picks long after local search paid more
+    (docs/benchmarks.md, issue 18)."""
 
     fronts: list[np.ndarray] = field(default_factory=list)  # the front at each batch
     pending: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # key -> batch, i
@@ -104,13 +97,14 @@ class SourceCredit:
         self.settled[source].append((batch, i, float(improved)))
 
     def rate(self, source: str) -> float | None:
-        """Mean hypervolume bought per pick over the source's window; None before any."""
+        """Share of the source's window that improved the front; None before any pick."""
         last = sorted(self.settled[source])[-CREDIT_WINDOW:]
         return float(np.mean([g for _, _, g in last])) if last else None
 
     def local_slots(self, size: int) -> int:
         """How many of a batch's ``size`` picks go to the front's neighbourhood: all but one
-        once local search buys more per pick than the model's global picks, else one (each
+        once local search improves the front more often than the model's global picks, else
+        one (each
         source keeps one pick per batch, so the other's rate stays measured)."""
         if size <= 1:
             return 0

@@ -17,9 +17,9 @@ The first ``n_init`` configs are random. Then each round:
    candidates (batch Thompson sampling), with trees on the optimistic bound; when nothing is
    predicted to gain, by a more optimistic bound, then at random. *Local* picks are Pareto
    local search: one-dimension neighbours of the real front's members, in the order the
-   surrogates rank them. Each source's picks are credited with the hypervolume they added to
-   the front they were made against; the source that buys more per pick gets all but one
-   pick of the next batch (the other keeps one, so its rate stays measured). Early on the
+   surrogates rank them. A pick is credited when its result improved the front it was made
+   against; the source with the higher success rate gets all but one pick of the next batch
+   (the other keeps one, so its rate stays measured). Early on the
    model's global picks buy more; once the front is good, no model of a few hundred points
    ranks the rare better architectures near the top, its picks stop paying, and the batch
    goes to the front's neighbourhood (docs/benchmarks.md, issue 18). Batches grow with the
