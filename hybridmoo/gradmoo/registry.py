@@ -21,6 +21,7 @@ from hybridmoo.gradmoo.nash import nash_mtl
 from hybridmoo.gradmoo.pareto_mtl import pareto_mtl
 from hybridmoo.gradmoo.pcgrad import pcgrad
 from hybridmoo.gradmoo.scalarization import chebyshev, linear
+from hybridmoo.gradmoo.upgrad import upgrad
 
 INPUTS = ("gram", "losses", "preference", "references", "rng")
 """What a solver may need. ``references`` is the ``preference`` argument of :func:`solve` read
@@ -72,6 +73,8 @@ SOLVERS: Mapping[str, SolverSpec] = MappingProxyType({s.name: s for s in (
                "IMTL-G: equal projections of d on every unit gradient"),
     SolverSpec("aligned-mtl", aligned_mtl, ("gram",), False,
                "Aligned-MTL: align the gradient system to condition number 1, sum"),
+    SolverSpec("upgrad", upgrad, ("gram",), False,
+               "UPGrad: mean of the gradients projected onto the dual cone {x : J x >= 0}"),
     SolverSpec("epo", epo, ("gram", "losses", "preference"), False,
                "EPO: descent that reaches the preference ray r_i L_i = const exactly"),
     SolverSpec("pareto-mtl", pareto_mtl, ("gram", "losses", "references"), False,

@@ -55,18 +55,7 @@ class Masker:
         """Replace the current hooks by those of ``plan`` (``qparams``: input scale and zero
         point of each layer whose input is quantized)."""
         self.clear()
-        pruned: dict[str, set[int]] = defaultdict(set)
-        pruned_in: dict[str, set[int]] = defaultdict(set)
-        for root, root_pruned in plan.channels.items():
-            for member in self.groups[root].members:
-                (pruned if member.out else pruned_in)[member.name].update(
-                    member.pruned(root_pruned))
-        for attn, heads in plan.heads.items():
-            hd = self.heads[attn].head_dim
-            pruned_in[f"{attn}.proj"].update(h * hd + j for h in heads for j in range(hd))
-        self.input_keep = {name: self._keep(self.modules[name].weight.shape[1], idxs,
-                                            self.modules[name])
-                           for name, idxs in pruned_in.items() if name in plan.quant}
+        pruned, self.input_keep = self._pruned(plan)
         for name, idxs in pruned.items():
             self._mask_output(self.modules[name], sorted(idxs))
         for attn, heads in plan.heads.items():
@@ -76,6 +65,27 @@ class Masker:
         for name, (_, a_bits) in plan.quant.items():
             if a_bits < FP32:
                 self._quantize_input(self.modules[name], qparams[name])
+
+    def _pruned(self, plan: Plan) -> tuple[dict[str, set[int]], dict[str, torch.Tensor]]:
+        """The output channels ``plan`` removes per layer, and the input keep masks of its
+        quantized layers (per-channel weight scales come from the kept inputs only)."""
+        pruned: dict[str, set[int]] = defaultdict(set)
+        pruned_in: dict[str, set[int]] = defaultdict(set)
+        for root, root_pruned in plan.channels.items():
+            for member in self.groups[root].members:
+                (pruned if member.out else pruned_in)[member.name].update(
+                    member.pruned(root_pruned))
+        for attn, heads in plan.heads.items():
+            hd = self.heads[attn].head_dim
+            pruned_in[f"{attn}.proj"].update(h * hd + j for h in heads for j in range(hd))
+        input_keep = {name: self._keep(self.modules[name].weight.shape[1], idxs,
+                                       self.modules[name])
+                      for name, idxs in pruned_in.items() if name in plan.quant}
+        return pruned, input_keep
+
+    def input_keep_of(self, plan: Plan) -> dict[str, torch.Tensor]:
+        """The input keep masks of ``plan``'s quantized layers (see :meth:`apply`)."""
+        return self._pruned(plan)[1]
 
     @staticmethod
     def _keep(size: int, idxs: Any, module: nn.Module) -> torch.Tensor:

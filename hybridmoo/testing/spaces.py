@@ -28,6 +28,7 @@ from hybridmoo.quant import FakeQuant
 from hybridmoo.space import Choice, IntRange, SearchSpace
 from hybridmoo.supernet import Supernet
 from hybridmoo.supernet.training import fp32
+from hybridmoo.testing.relaxation import RelaxationChecks
 
 FP32_TOLERANCE = 1e-4  # extracted vs supernet output, FP32, eval mode
 
@@ -61,8 +62,9 @@ def count_flops(module: nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-class SupernetConformance:
-    """Tests every supernet must pass."""
+class SupernetConformance(RelaxationChecks):
+    """Tests every supernet must pass (with the relaxed-config checks of
+    :mod:`hybridmoo.testing.relaxation`)."""
 
     n_samples: ClassVar[int] = 5
     seed: ClassVar[int] = 0

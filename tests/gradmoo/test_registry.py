@@ -19,7 +19,7 @@ J = np.array([[1.0, 0.5, 0.0], [-0.5, 1.0, 0.2]])
 
 
 def test_one_record_per_name_and_immutable():
-    assert len(SOLVERS) == 11
+    assert len(SOLVERS) == 12
     for name, spec in SOLVERS.items():
         assert spec.name == name and spec.summary and set(spec.needs) <= set(INPUTS)
     with pytest.raises(TypeError):
