@@ -6,7 +6,9 @@ execution, with weights instead of zeros and ones):
 
 - a channel group's kept-channel mask is ``sum_c w_c * mask_c`` over its width values (the
   channels in the group's order), multiplied into the output of every layer the group
-  shrinks;
+  shrinks, except a convolution whose output goes straight into a BatchNorm the group also
+  shrinks: batch statistics normalise a scaled channel back (``BN(m x) = BN(x)``), which
+  leaves no gradient in ``m``, and the mask after the BatchNorm removes the channel alike;
 - a head group's mask likewise, on the input of the attention's output projection;
 - a skippable block's output is ``x + s * (block(x) - x)`` with ``s`` the weight of the
   depths that keep it;
@@ -14,6 +16,10 @@ execution, with weights instead of zeros and ones):
   ``sum_b w_b * Q_b(input)``, each ``Q_b`` the fake quantizer the sub-network with ``b`` bits
   runs; quantization scales follow the channels of the config the weights' largest entries
   name.
+
+In training mode every BatchNorm normalises with its batch's statistics taken as constants
+(detached): the output is the training-mode output, but the statistics do not absorb a mask
+(they would leave its gradient near zero, though a mask of 0.1 changes the loss).
 
 With one-hot weights this is exactly the sub-network (``forward(x, config)`` in "mask"
 execution); with straight-through one-hot weights (hard values forward, soft gradients) it is
@@ -28,11 +34,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from timm.layers import BatchNormAct2d
 from torch import nn
 from torch.func import functional_call
 from torch.utils.hooks import RemovableHandle
 
 from hybridmoo.errors import ConfigError
+from hybridmoo.evaluate.size import trace_layers
 from hybridmoo.quant import (
     act_qparams,
     fake_quant_act,
@@ -57,6 +66,11 @@ class RelaxedSupernet:
         self.model: nn.Module = supernet.model
         self.modules = dict(self.model.named_modules())
         self._reference = Masker(self.model, layout)  # the input keep of the argmax plan
+        example = torch.zeros(1, supernet.in_chans, supernet.image_size, supernet.image_size,
+                              device=next(self.model.parameters()).device)
+        names = {id(m): n for n, m in self.modules.items()}
+        normed = {names[id(r.layer)]: names[id(r.bn)] for r in trace_layers(self.model, example)
+                  if r.bn is not None}  # convolution -> the BatchNorm it feeds
         # group masks: (dim, (n_values, channels) keep matrix), and the layers they shrink
         self._groups = []
         for g in layout.groups:
@@ -66,8 +80,9 @@ class RelaxedSupernet:
             keep = torch.stack([(rank < keep_count(g.channels, float(d.value(i)),
                                                    layout.divisor)).float()
                                 for i in range(d.size)])
+            masked = {m.name for m in g.members if m.out}
             outs = [(m.name, torch.tensor(m.idxs), torch.tensor(m.root_idxs))
-                    for m in g.members if m.out]
+                    for m in g.members if m.out and normed.get(m.name) not in masked]
             self._groups.append((g.dim, keep, outs))
         self._heads = []
         for h in layout.heads:
@@ -91,6 +106,8 @@ class RelaxedSupernet:
         config = self.argmax(weights)
         handles: list[RemovableHandle] = []
         try:
+            if self.model.training:
+                self._detach_statistics(handles)
             self._mask_channels(weights, handles)
             self._mask_heads(weights, handles)
             self._mix_depth(weights, handles)
@@ -108,6 +125,11 @@ class RelaxedSupernet:
             raise ConfigError(f"the relaxed config has no weights for {sorted(missing)[:3]}")
         return {name: d.value(int(torch.argmax(weights[name]))) for name, d in
                 self.space.dims.items()}
+
+    def _detach_statistics(self, handles: list[RemovableHandle]) -> None:
+        for m in self.modules.values():
+            if isinstance(m, BN):
+                handles.append(m.register_forward_hook(_constant_statistics, prepend=True))
 
     def _mask_channels(self, weights: Weights, handles: list[RemovableHandle]) -> None:
         masks: dict[str, torch.Tensor] = {}
@@ -192,6 +214,19 @@ class RelaxedSupernet:
         device = self.modules[name].weight.device
         scale, zero_point = act_qparams(*ranges[name])
         return scale.to(device), zero_point.to(device)
+
+
+def _constant_statistics(bn: nn.Module, args: tuple[Any, ...], _out: Any) -> torch.Tensor:
+    """The training-mode BatchNorm output with the batch statistics detached (timm's
+    BatchNormAct2d: then its dropout and activation)."""
+    x = args[0]
+    dims = [0, *range(2, x.dim())]
+    mean = x.mean(dims).detach()
+    var = x.var(dims, unbiased=False).detach()
+    out = F.batch_norm(x, mean, var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    if isinstance(bn, BatchNormAct2d):
+        out = bn.act(bn.drop(out))
+    return out
 
 
 def _mix_inputs(x: torch.Tensor, w: torch.Tensor, bits: list[int],

@@ -14,7 +14,7 @@ from hybridmoo.proposers.base import BatchProposer, Proposer
 from hybridmoo.space import SearchSpace
 
 __all__ = ["DEFAULT_ALGORITHM", "BatchProposer", "EngineSpec", "Proposer", "available",
-           "make_proposer", "register_engine"]
+           "engine_spec", "make_proposer", "register_engine"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class EngineSpec:
     library: str
     summary: str
     fixed: dict[str, Any] = field(default_factory=dict)
+    black_box: bool = True  # works on any problem (False: needs a model trained for it)
 
     def load(self) -> type[Proposer]:
         module, _, attr = self.target.partition(":")
@@ -49,13 +50,19 @@ def available() -> list[EngineSpec]:
     return list(_ENGINES.values())
 
 
+def engine_spec(algorithm: str) -> EngineSpec:
+    """The record registered as ``algorithm``."""
+    spec = _ENGINES.get(algorithm) if isinstance(algorithm, str) else None
+    if spec is None:
+        raise unknown_name("algorithm", algorithm, _ENGINES)
+    return spec
+
+
 def make_proposer(algorithm: str, space: SearchSpace, objectives: Sequence[Objective],
                   constraints: Sequence[Constraint] = (), seed: int = 0,
                   **options: Any) -> Proposer:
     """Build the engine registered as ``algorithm`` (see :func:`available`)."""
-    spec = _ENGINES.get(algorithm) if isinstance(algorithm, str) else None
-    if spec is None:
-        raise unknown_name("algorithm", algorithm, _ENGINES)
+    spec = engine_spec(algorithm)
     cls = spec.load()
     check_options(f"algorithm {algorithm!r}", options, _option_names(cls) - set(spec.fixed))
     return cls(space, objectives, constraints, seed, **spec.fixed, **options)
@@ -88,6 +95,9 @@ for _spec in [
                "Optuna's multi-objective TPE (optional storage URL)", {"sampler": "tpe"}),
     EngineSpec("surrogate", _P + "surrogate:SurrogateProposer", "scikit-learn + pymoo",
                "predictor-assisted: surrogates + inner NSGA-II pick each batch"),
+    EngineSpec("paretoset", _P + "paretoset_engine:ParetoSetProposer", "torch",
+               "the configs a trained Pareto set model gives for random preferences "
+               "(option model: its directory)", black_box=False),
 ]:
     register_engine(_spec)
 

@@ -60,6 +60,13 @@ class RelaxationChecks:
         relaxed = RelaxedSupernet(supernet)
         before = {k: v.clone() for k, v in supernet.state_dict().items()}
         supernet.train()
+        supernet.execution = "mask"
+        for config in self.configs(supernet)[:3]:  # batch statistics, detached: same output
+            with torch.no_grad(), frozen(supernet.model):
+                expected = supernet(x, config)
+                got = relaxed(x, one_hot(supernet.space, config))
+            scale = float(expected.abs().max()) + 1e-6
+            assert float((got - expected).abs().max()) <= 1e-4 * scale, config
         weights = {k: (v * 0.9 + 0.1 / len(v)).requires_grad_(True)
                    for k, v in one_hot(supernet.space, supernet.largest()).items()}
         with frozen(supernet.model):
