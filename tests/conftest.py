@@ -4,8 +4,12 @@ local Ray cluster on 127.0.0.1 for the whole session (starting one costs 5-7 s).
 import os
 
 import pytest
+import torch
 
 from hybridmoo.backends.ray_cluster import LOOPBACK_ENV
+from hybridmoo.data import digits, epoch_batches
+from hybridmoo.supernet import make_supernet
+from hybridmoo.supernet.training import calibration_batches, fp32, sandwich_step
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -37,3 +41,25 @@ def ray_cluster():
     assert ray.util.get_node_ip_address() == "127.0.0.1"
     yield ray
     ray.shutdown()
+
+
+TRAIN_STEPS = 40  # sandwich steps of the shared briefly trained supernet
+
+
+@pytest.fixture(scope="session")
+def data():
+    return digits(32)
+
+
+@pytest.fixture(scope="session")
+def trained(data):
+    """A test_resnet supernet after a few sandwich steps (largest ~99 %, smallest ~95 % on
+    digits val), with calibrated activation ranges."""
+    torch.manual_seed(0)
+    sn = make_supernet("test_resnet", num_classes=10, image_size=32)
+    optimizer = torch.optim.Adam(sn.model.parameters(), lr=3e-3)
+    batches = (b for epoch in range(100) for b in epoch_batches(data.train, 64, 0, epoch))
+    for _, (x, y) in zip(range(TRAIN_STEPS), batches, strict=False):
+        sandwich_step(sn, optimizer, x, y, [fp32(sn.smallest())], True)
+    sn.calibrate(calibration_batches(data, 64, 0, 2))
+    return sn

@@ -155,11 +155,12 @@ class RelaxedCosts:
 
     def __call__(self, weights: Weights) -> dict[str, torch.Tensor]:
         """``latency_ms``, ``size_bytes`` and ``macs`` (0-d tensors, differentiable in
-        ``weights``) of the relaxed config ``weights``."""
+        ``weights``) of the relaxed config ``weights``; weights of shape ``(batch, n)`` give
+        ``(batch,)`` tensors, one per relaxed config."""
         def value(term: Term | None, default: float = 1.0) -> torch.Tensor:
             if term is None:
                 return torch.tensor(default)
-            return (weights[term[0]] * term[1].to(weights[term[0]])).sum()
+            return (weights[term[0]] * term[1].to(weights[term[0]])).sum(-1)
 
         records: dict[str, LayerCost] = {}
         size = torch.tensor(0.0)

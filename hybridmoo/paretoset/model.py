@@ -33,7 +33,10 @@ BISECTION_STEPS = 20
 
 class PreferenceModel(nn.Module):
     """A small MLP from a preference (m,) to the concatenated logits of every dimension
-    (``sizes``: the number of values of each dimension, in the space's order)."""
+    (``sizes``: the number of values of each dimension, in the space's order), plus a linear
+    map of the preference itself. The linear path gets a gradient that differs with the
+    preference from the first step (the MLP's hidden layers only once its output layer has
+    grown), so the logits follow the preference before the shared bias saturates them."""
 
     def __init__(self, sizes: Sequence[int], n_objectives: int = len(OBJECTIVES),
                  hidden: int = 64) -> None:
@@ -43,12 +46,15 @@ class PreferenceModel(nn.Module):
         self.body = nn.Sequential(nn.Linear(self.n_objectives, self.hidden), nn.SiLU(),
                                   nn.Linear(self.hidden, self.hidden), nn.SiLU())
         self.head = nn.Linear(self.hidden, sum(self.sizes))
+        self.direct = nn.Linear(self.n_objectives, sum(self.sizes), bias=False)
         nn.init.normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
+        nn.init.zeros_(self.direct.weight)
 
     def forward(self, preference: torch.Tensor) -> list[torch.Tensor]:
         """Logits per dimension, each ``(batch, size)``, for preferences ``(batch, m)``."""
-        return list(torch.split(self.head(self.body(preference)), self.sizes, dim=-1))
+        logits = self.head(self.body(preference)) + self.direct(preference)
+        return list(torch.split(logits, self.sizes, dim=-1))
 
 
 class ParetoSet:

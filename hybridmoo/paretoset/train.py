@@ -1,21 +1,30 @@
 """Training a Pareto set model on a trained supernet (the supernet's weights stay as they are).
 
-Each step draws a training batch and ``preferences`` points of the simplex (uniform,
-Dirichlet(1)); for each preference the model's logits give a straight-through Gumbel-softmax
-sample per dimension (a one-hot config forward, soft gradients back), which runs through the
-supernet (:mod:`.relaxed`: the task loss) and the cost model (:mod:`.costs`: latency and size).
-Each objective is scaled to the span between the smallest and the largest sub-network (task
-loss measured on a few training batches before the first step), so 0 is the best any
-sub-network reaches and 1 the other extreme, and the preference weighs comparable numbers
-(without it the cost gradients, exact and steady, outweigh the noisy task gradient of one
-sampled config and every preference collapses to the smallest network). The three gradients
-in the model's parameters are
-combined by a gradient multi-objective solver from :mod:`hybridmoo.gradmoo` at that
-preference (smooth Chebyshev by default; EPO; MGDA, UPGrad and the other solvers that take no
-preference see gradient ``i`` at length ``1 / p_i``, so the objectives a preference favours
-must fall faster), and the directions of the step's preferences are averaged into one Adam
-step. Checkpoints (model, optimizer, step) are written every ``checkpoint_every`` steps and at
-the end; ``resume=True`` continues from the last one with the same batches and draws.
+Each step draws ``preferences`` points of the simplex (uniform, Dirichlet(1)) and, for each,
+the model's three objectives: the supernet's task loss, the cost model's latency and size
+(:mod:`.costs`). Each objective is scaled to the span between the smallest and the largest
+sub-network (their task losses measured on training batches before the first step), so 0 is
+the best any sub-network reaches and 1 the other extreme and a preference weighs comparable
+numbers. The task loss comes, by ``estimator``, from
+
+- ``"predictor"`` (default): a ridge model of the task loss fitted to ``task_samples``
+  sub-networks measured on the supernet (spread over the size range) and refitted every
+  ``refresh_every`` steps with the configs the model then gives, evaluated at the softmax
+  probabilities of the logits: the expected loss, without sampling noise
+  (:mod:`.task_model`);
+- ``"straight-through"`` / ``"soft"``: a Gumbel-softmax sample (one-hot forward, soft
+  gradients; or the soft mixture) run through the supernet on a training batch
+  (:mod:`.relaxed`). On Fashion-MNIST these give one config for every preference: their
+  gradient's sign matches the loss change of a real switch on 7 of 26 moves
+  (docs/benchmarks.md, issue 19).
+
+The three gradients in the model's parameters are combined per preference by a gradient
+multi-objective solver from :mod:`hybridmoo.gradmoo` (:mod:`.directions`): smooth Chebyshev
+(the default), EPO and the linear scalarization read the preference; MGDA sees gradient ``i``
+at length ``1 / p_i``; UPGrad weights its projected gradients by it. The step's directions
+are averaged into one Adam step. Checkpoints (model, optimizer, step, measured task losses)
+are written every ``checkpoint_every`` steps and at the end; ``resume=True`` continues from
+the last one with the same draws.
 """
 
 from __future__ import annotations
@@ -29,13 +38,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hybridmoo.data.batches import batches_per_epoch, epoch_batches
 from hybridmoo.errors import ConfigError
 from hybridmoo.evaluate.latency_model import LatencyModel
-from hybridmoo.gradmoo import get_solver, solve
-from hybridmoo.paretoset.costs import RelaxedCosts, one_hot
+from hybridmoo.gradmoo import SOLVERS, get_solver
+from hybridmoo.paretoset.costs import RelaxedCosts
+from hybridmoo.paretoset.directions import predictor_step, sample_preferences, supernet_step
 from hybridmoo.paretoset.model import (
     META_FILE,
     OBJECTIVES,
@@ -45,41 +54,57 @@ from hybridmoo.paretoset.model import (
     save_files,
 )
 from hybridmoo.paretoset.relaxed import RelaxedSupernet, frozen
+from hybridmoo.paretoset.task_model import TaskLossModel, measure_task_loss, rank_correlation
 from hybridmoo.progress import Progress
-from hybridmoo.refine.combine import combined, gram, solver_weights
+from hybridmoo.space import config_key
 
-PREFERENCE_FLOOR = 1e-3  # a preference-blind solver sees gradient i at length 1 / max(p_i, this)
-REFERENCE_BATCHES = 4  # training batches the extremes' task losses are measured on
+PREFERENCE_BLIND = ("mgda", "upgrad")  # solvers without a preference input, steered here
+ESTIMATORS = ("predictor", "straight-through", "soft")
+REFERENCE_BATCHES = 16  # training batches every measured task loss is the mean over
+HELD_OUT = 0.2  # share of the first task-loss samples the predictor's rank correlation uses
 
 
 @dataclass(frozen=True)
 class ParetoSetSettings:
     """How a Pareto set model is trained (see the module docstring)."""
 
-    steps: int = 400
+    steps: int = 500
     batch_size: int = 64
-    preferences: int = 4  # per step
-    lr: float = 1e-3
+    preferences: int = 16  # per step
+    lr: float = 3e-3
     solver: str = "chebyshev"
     solver_options: dict[str, Any] = field(default_factory=lambda: {"smoothing": 0.1})
-    temperature: float = 1.0  # of the Gumbel-softmax
+    temperature: float = 1.0  # of the softmax (and Gumbel-softmax)
+    estimator: str = "predictor"
+    task_samples: int = 200  # sub-networks measured before the first step (predictor)
+    refresh_every: int = 100  # steps between refits on the model's own configs (predictor)
     hidden: int = 64
     seed: int = 0
     checkpoint_every: int = 50
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "preferences", "hidden", "checkpoint_every"):
+        for key in ("steps", "batch_size", "preferences", "hidden", "checkpoint_every",
+                    "refresh_every"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"paretoset option {key} must be an int >= 1, got {value!r}")
+        if isinstance(self.task_samples, bool) or not isinstance(self.task_samples, int) or \
+                self.task_samples < 10:
+            raise ConfigError(f"paretoset option task_samples must be an int >= 10, got "
+                              f"{self.task_samples!r}")
         for key in ("lr", "temperature"):
             value = getattr(self, key)
             if not isinstance(value, int | float) or not np.isfinite(value) or value <= 0:
                 raise ConfigError(f"paretoset option {key} must be a number > 0, got {value!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"paretoset option estimator must be one of {ESTIMATORS}, got "
+                              f"{self.estimator!r}")
         spec = get_solver(self.solver)
-        if "references" in spec.needs:
-            raise ConfigError(f"gradient solver {self.solver!r} needs the reference vectors of "
-                              f"a finite set; a Pareto set model takes one preference a time")
+        if "preference" not in spec.needs and self.solver not in PREFERENCE_BLIND:
+            takes = sorted([n for n, s in SOLVERS.items() if "preference" in s.needs]
+                           + list(PREFERENCE_BLIND))
+            raise ConfigError(f"gradient solver {self.solver!r} cannot be steered by a "
+                              f"preference; a Pareto set model trains with one of {takes}")
         unknown = set(self.solver_options) - spec.options()
         if unknown:
             raise ConfigError(f"gradient solver {self.solver!r} has no option(s) "
@@ -95,38 +120,6 @@ class ParetoSetSettings:
         return cls(**dict(data))
 
 
-def straight_through_sample(logits: torch.Tensor, temperature: float,
-                            generator: torch.Generator) -> torch.Tensor:
-    """A one-hot Gumbel-softmax sample of ``logits`` whose gradient is the soft sample's."""
-    u = torch.rand(logits.shape, generator=generator).clamp_(1e-10, 1.0 - 1e-7)
-    soft = torch.softmax((logits - torch.log(-torch.log(u))) / temperature, dim=-1)
-    hard = F.one_hot(soft.argmax(dim=-1), soft.shape[-1]).to(soft)
-    return hard - soft.detach() + soft
-
-
-def direction_weights(name: str, G: np.ndarray, losses: np.ndarray, preference: np.ndarray,
-                      rng: np.random.Generator, options: Mapping[str, Any]) -> np.ndarray:
-    """Weights of the raw gradients for one preference (see the module docstring). The
-    gradients are not normalised: the objectives are on one scale already, and a gradient
-    that vanished (an objective at its extreme) must not be blown up again."""
-    if "preference" in get_solver(name).needs:
-        return solver_weights(name, G, losses, preference, rng, options, normalize=False)
-    live = np.diag(G) > 0
-    weights = np.zeros(len(G))
-    if not live.any():
-        return weights
-    scale = 1.0 / np.maximum(preference[live], PREFERENCE_FLOOR)
-    sub = G[np.ix_(live, live)] * np.outer(scale, scale)
-    weights[live] = solve(name, sub, losses=losses[live], rng=rng, **options) * scale
-    return weights
-
-
-def sample_preferences(n: int, m: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` points uniform on the simplex of ``m`` objectives (normalised exponentials)."""
-    e = -torch.log(torch.rand(n, m, generator=generator).clamp_(1e-10, 1.0))
-    return e / e.sum(dim=1, keepdim=True)
-
-
 def train_paretoset(supernet: Any, data: Any, *, run_dir: str | Path,
                     settings: ParetoSetSettings | None = None,
                     latency_model: LatencyModel | None = None, resume: bool = False,
@@ -138,21 +131,23 @@ def train_paretoset(supernet: Any, data: Any, *, run_dir: str | Path,
     run_dir = Path(run_dir)
     space = supernet.space
     device = next(supernet.model.parameters()).device
-    example = torch.zeros(1, supernet.in_chans, supernet.image_size, supernet.image_size,
-                          device=device)
+    if batches_per_epoch(data.train, settings.batch_size) == 0:
+        raise ConfigError(f"the training set has fewer than batch_size={settings.batch_size} "
+                          f"examples")
     if not supernet.act_ranges and any(u.a_dim for u in supernet.layout.quant):
         from hybridmoo.supernet.training import calibration_batches
         supernet.calibrate(calibration_batches(data, settings.batch_size, settings.seed, 8))
+    example = torch.zeros(1, supernet.in_chans, supernet.image_size, supernet.image_size,
+                          device=device)
     costs = RelaxedCosts(supernet, example, latency_model)
-    model = PreferenceModel([d.size for d in space.dims.values()], len(OBJECTIVES),
-                            settings.hidden).to(device)
+    with torch.random.fork_rng(devices=[]):  # the same seed, the same initial model
+        torch.manual_seed(settings.seed)
+        model = PreferenceModel([d.size for d in space.dims.values()], len(OBJECTIVES),
+                                settings.hidden).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     relaxed = RelaxedSupernet(supernet)
-    per_epoch = batches_per_epoch(data.train, settings.batch_size)
-    if per_epoch == 0:
-        raise ConfigError(f"the training set has fewer than batch_size={settings.batch_size} "
-                          f"examples")
-    names = list(space.dims)
+    reference = list(itertools.islice(epoch_batches(data.train, settings.batch_size,
+                                                    settings.seed + 7, 0), REFERENCE_BATCHES))
     was_training = supernet.training
     supernet.train()  # batch statistics: what a recalibrated sub-network sees
     try:
@@ -161,20 +156,32 @@ def train_paretoset(supernet: Any, data: Any, *, run_dir: str | Path,
                 info = _restore(run_dir, model, optimizer, settings, space)
             else:
                 info = {"settings": asdict(settings), "step": 0, "history": [],
-                        "seconds": 0.0, "span": _span(supernet, relaxed, costs, data, settings),
+                        "seconds": 0.0, "task_data": [],
                         "latency_model": latency_model.to_dict() if latency_model else None}
             began = time.perf_counter() - info["seconds"]
+            if "span" not in info:
+                info["span"] = _span(supernet, costs, reference)
+            task_model = _task_model(supernet, settings, info, reference) \
+                if settings.estimator == "predictor" else None
             with Progress(settings.steps, progress, "paretoset", start=info["step"]) as bar:
-                batches = _batches(data.train, settings, info["step"], per_epoch)
+                batches = _batches(data.train, settings, info["step"])
                 while info["step"] < settings.steps:
                     step = info["step"]
-                    x, y = next(batches)
                     gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
                     prefs = sample_preferences(settings.preferences, len(OBJECTIVES), gen)
-                    losses = _step(model, optimizer, relaxed, costs, info["span"], names,
-                                   settings, x.to(device), y.to(device), prefs, gen)
+                    if task_model is None:
+                        x, y = next(batches)
+                        losses = supernet_step(model, optimizer, relaxed, costs, info["span"],
+                                               list(space.dims), settings, x.to(device),
+                                               y.to(device), prefs, gen)
+                    else:
+                        losses = predictor_step(model, optimizer, task_model, costs,
+                                                info["span"], list(space.dims), settings,
+                                                prefs.to(device), gen)
                     info["step"] = step + 1
                     info["history"].append([round(float(v), 5) for v in losses])
+                    if task_model is not None and info["step"] % settings.refresh_every == 0:
+                        _refresh(supernet, model, task_model, prefs, info, reference)
                     info["seconds"] = time.perf_counter() - began
                     bar.update(info["step"], "task {:.3f}  latency {:.3f}  size {:.3f} "
                                "(0 = best, 1 = other extreme)".format(*losses))
@@ -186,19 +193,12 @@ def train_paretoset(supernet: Any, data: Any, *, run_dir: str | Path,
     return ParetoSet(model, space, costs=costs.of_config, info=info)
 
 
-def _span(supernet: Any, relaxed: RelaxedSupernet, costs: RelaxedCosts, data: Any,
-          settings: ParetoSetSettings) -> dict[str, list[float]]:
+def _span(supernet: Any, costs: RelaxedCosts, reference: list) -> dict[str, list[float]]:
     """The best and worst value of each objective over the extremes: task loss of the
-    largest and smallest sub-network (a few training batches), their latency and size."""
-    batches = list(itertools.islice(epoch_batches(data.train, settings.batch_size,
-                                                  settings.seed + 7, 0), REFERENCE_BATCHES))
-    device = next(supernet.model.parameters()).device
+    largest and smallest sub-network (the reference batches), their latency and size."""
     values = {}
     for which, config in (("largest", supernet.largest()), ("smallest", supernet.smallest())):
-        weights = one_hot(supernet.space, config)
-        with torch.no_grad():
-            task = np.mean([float(F.cross_entropy(relaxed(x.to(device), weights), y.to(device)))
-                            for x, y in batches])
+        task = float(measure_task_loss(supernet, [config], reference)[0])
         c = costs.of_config(config)
         values[which] = [task, c["latency_ms"], c["size_bytes"]]
     ideal = [values["largest"][0], values["smallest"][1], values["smallest"][2]]
@@ -210,48 +210,42 @@ def _span(supernet: Any, relaxed: RelaxedSupernet, costs: RelaxedCosts, data: An
     return {"ideal": ideal, "nadir": nadir}
 
 
-def _step(model: PreferenceModel, optimizer: torch.optim.Optimizer, relaxed: RelaxedSupernet,
-          costs: RelaxedCosts, span: Mapping[str, list[float]], names: list[str],
-          settings: ParetoSetSettings, x: torch.Tensor, y: torch.Tensor,
-          prefs: torch.Tensor, gen: torch.Generator) -> np.ndarray:
-    """One Adam step over the preferences ``prefs``; returns the mean scaled (task loss,
-    latency, size) of their samples."""
-    ideal, width = np.array(span["ideal"]), np.array(span["nadir"]) - np.array(span["ideal"])
-    params = list(model.parameters())
-    total: list[torch.Tensor | None] = [None] * len(params)
-    rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))
-    seen = []
-    for p in prefs:
-        logits = model(p[None].to(x.device))
-        weights = {name: straight_through_sample(lg[0], settings.temperature, gen)
-                   for name, lg in zip(names, logits, strict=True)}
-        task = F.cross_entropy(relaxed(x, weights), y)
-        cost = costs(weights)
-        raw = [task, cost["latency_ms"], cost["size_bytes"]]
-        objectives = [(o - float(z)) / float(w) for o, z, w in zip(raw, ideal, width,
-                                                                   strict=True)]
-        grads = [torch.autograd.grad(o, params, retain_graph=True, allow_unused=True)
-                 for o in objectives]
-        values = np.array([float(o.detach()) for o in objectives])
-        w = direction_weights(settings.solver, gram(grads), values, p.double().numpy(), rng,
-                              settings.solver_options)
-        for i, g in enumerate(combined(grads, w)):
-            if g is not None:
-                total[i] = g / len(prefs) if total[i] is None else total[i] + g / len(prefs)
-        seen.append(values)
-    if not all(g is None or bool(torch.isfinite(g).all()) for g in total):
-        raise FloatingPointError("a Pareto set training step produced a non-finite gradient "
-                                 "(the last checkpoint is intact)")
-    optimizer.zero_grad(set_to_none=True)
-    for param, g in zip(params, total, strict=True):
-        param.grad = g
-    optimizer.step()
-    return np.mean(seen, axis=0)
+def _task_model(supernet: Any, settings: ParetoSetSettings, info: dict[str, Any],
+                reference: list) -> TaskLossModel:
+    """The task-loss predictor, fitted on the measured configs (measured now on a first
+    call: ``task_samples`` spread over the size range; their rank correlation on a held-out
+    fifth goes into ``info``)."""
+    model = TaskLossModel(supernet.space)
+    if not info["task_data"]:
+        rng = np.random.default_rng(settings.seed)
+        configs = [supernet.largest(), supernet.smallest(),
+                   *(supernet.space.sample_spread(rng) for _ in range(settings.task_samples - 2))]
+        losses = measure_task_loss(supernet, configs, reference)
+        info["task_data"] = [[c, float(v)] for c, v in zip(configs, losses, strict=True)]
+        cut = int(len(configs) * (1 - HELD_OUT))
+        held = model.fit(configs[:cut], losses[:cut]).predict(configs[cut:])
+        info["task_model_tau"] = rank_correlation(held, losses[cut:])
+    configs, losses = zip(*info["task_data"], strict=True)
+    return model.fit(list(configs), np.array(losses))
 
 
-def _batches(dataset: Any, settings: ParetoSetSettings, step: int, per_epoch: int):
+def _refresh(supernet: Any, model: PreferenceModel, task_model: TaskLossModel,
+             prefs: torch.Tensor, info: dict[str, Any], reference: list) -> None:
+    """Measure the configs the model now gives at ``prefs`` (the unmeasured ones) and refit."""
+    known = {config_key(c) for c, _ in info["task_data"]}
+    fresh = {config_key(c): c for c in ParetoSet(model, supernet.space).configs_for(
+        prefs.cpu().numpy()) if config_key(c) not in known}
+    if fresh:
+        losses = measure_task_loss(supernet, list(fresh.values()), reference)
+        info["task_data"] += [[c, float(v)] for c, v in zip(fresh.values(), losses,
+                                                             strict=True)]
+        configs, values = zip(*info["task_data"], strict=True)
+        task_model.fit(list(configs), np.array(values))
+
+
+def _batches(dataset: Any, settings: ParetoSetSettings, step: int):
     """Training batches from step ``step`` on, epoch after epoch (resumable)."""
-    epoch, skip = divmod(step, per_epoch)
+    epoch, skip = divmod(step, batches_per_epoch(dataset, settings.batch_size))
     while True:
         yield from epoch_batches(dataset, settings.batch_size, settings.seed, epoch, skip)
         epoch, skip = epoch + 1, 0

@@ -1,38 +1,13 @@
-"""Shared fixtures: digits data and a briefly trained test_resnet supernet."""
+"""Refinement fixtures (the digits data and the briefly trained supernet are in
+tests/conftest.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from hybridmoo.data import digits, epoch_batches
-from hybridmoo.supernet import make_supernet
-from hybridmoo.supernet.training import calibration_batches, prepare_subnet, sandwich_step
+from hybridmoo.supernet.training import calibration_batches, prepare_subnet
 
 torch.set_num_threads(1)
-TRAIN_STEPS = 40
-
-
-def fp32(config):
-    return {k: (32 if k.endswith("_bits") else v) for k, v in config.items()}
-
-
-@pytest.fixture(scope="session")
-def data():
-    return digits(32)
-
-
-@pytest.fixture(scope="session")
-def trained(data):
-    """A test_resnet supernet after a few sandwich steps (largest ~99 %, smallest ~95 % on
-    digits val), with calibrated activation ranges."""
-    torch.manual_seed(0)
-    sn = make_supernet("test_resnet", num_classes=10, image_size=32)
-    optimizer = torch.optim.Adam(sn.model.parameters(), lr=3e-3)
-    batches = (b for epoch in range(100) for b in epoch_batches(data.train, 64, 0, epoch))
-    for _, (x, y) in zip(range(TRAIN_STEPS), batches, strict=False):
-        sandwich_step(sn, optimizer, x, y, [fp32(sn.smallest())], True)
-    sn.calibrate(calibration_batches(data, 64, 0, 2))
-    return sn
 
 
 @pytest.fixture(scope="session")
