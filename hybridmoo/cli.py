@@ -5,8 +5,10 @@ Commands: ``search`` (a run described by a YAML config, see :mod:`hybridmoo.conf
 ``train-supernet`` (an elastic supernet, see :mod:`hybridmoo.supernet.train_config`),
 ``profile`` (a latency model of a supernet on a device, see :mod:`hybridmoo.evaluate`),
 ``export`` (a supernet run's front as checkpoints + ONNX, see :mod:`hybridmoo.export`),
-``report`` (a run's HTML report, see :mod:`hybridmoo.report`) and ``pick`` (the exported point
-to deploy under latency / size / accuracy limits, see :mod:`hybridmoo.pick`).
+``report`` (a run's HTML report, see :mod:`hybridmoo.report`), ``pick`` (the exported point
+to deploy under latency / size / accuracy limits, see :mod:`hybridmoo.pick`; ``--from-model``:
+the network a Pareto set model gives) and ``paretoset`` (train that model on a run's
+supernet, see :mod:`hybridmoo.paretoset`).
 
 Exit codes: 0 done; 1 ``pick`` found no point within the limits; 2 bad input (a usage
 error, or any :class:`~hybridmoo.errors.HybridMooError`, printed as one line ``hybridmoo:
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from hybridmoo.cli_output import PROG, make_console, print_front, set_resume_hint
-from hybridmoo.cli_pick import cmd_pick
+from hybridmoo.cli_pick import cmd_paretoset, cmd_pick
 from hybridmoo.cli_supernet import (
     DEMO_OUT,
     cmd_demo,
@@ -47,7 +49,9 @@ EPILOG = """examples:
   hybridmoo profile --config examples/train_supernet.yaml --samples 60
   hybridmoo export runs/pipeline
   hybridmoo report runs/demo
-  hybridmoo pick runs/demo --max-latency-ms 1 --out deploy/"""
+  hybridmoo pick runs/demo --max-latency-ms 1 --out deploy/
+  hybridmoo paretoset runs/demo
+  hybridmoo pick runs/demo --from-model --max-latency-ms 0.5 --out deploy/"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,7 +227,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR",
                    help="copy the point's checkpoint directory here (a new or empty "
                         "directory)")
+    p.add_argument("--from-model", action="store_true",
+                   help="ask the run's Pareto set model (hybridmoo paretoset) instead: it "
+                        "extracts, measures and exports the network for the one limit given "
+                        "(--max-latency-ms or --max-size-mb) or --preference, also where the "
+                        "front has no point (default --out: RUN_DIR/paretoset/picked/KEY)")
+    p.add_argument("--preference", type=_nonnegative_float, nargs=3,
+                   metavar=("TASK", "LATENCY", "SIZE"),
+                   help="with --from-model: how much accuracy, latency and size count")
     p.set_defaults(command=cmd_pick)
+
+    p = commands.add_parser(
+        "paretoset", help="train a Pareto set model on a run's supernet",
+        description="Train a preference-conditioned model on a pipeline run's trained "
+                    "supernet (saved in RUN_DIR/paretoset): it gives the sub-network for any "
+                    "trade-off of accuracy, latency and size without a new search (hybridmoo "
+                    "pick --from-model; algorithm 'paretoset' in a search config). Uses the "
+                    "run's latency_model.json when there is one (hybridmoo profile), else "
+                    "MACs as latency.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a pipeline run directory")
+    p.add_argument("--steps", type=_positive_int, metavar="N", help="training steps")
+    p.add_argument("--solver", metavar="NAME",
+                   help="gradient solver: chebyshev (default), epo, linear, mgda or upgrad")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training")
+    p.set_defaults(command=cmd_paretoset)
     return parser
 
 
@@ -326,6 +354,13 @@ def _positive_float(text: str) -> float:
     value = _float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
     return value
 
 

@@ -28,9 +28,10 @@ SUPERNET_DIR = "supernet"
 REFINED_DIR = "refined"
 EXPORT_DIR = "export"
 REPORT_DIR = "report"
+PARETOSET_DIR = "paretoset"  # a Pareto set model trained on the run's supernet
 BASELINE_FILE = "baseline.json"  # the starting model, measured (hybridmoo.baseline)
 RUN_ENTRIES = (PIPELINE_FILE, RUN_FILE, JOURNAL_FILE, ROUND_FILE, SUPERNET_DIR, REFINED_DIR,
-               EXPORT_DIR, REPORT_DIR, BASELINE_FILE)
+               EXPORT_DIR, REPORT_DIR, BASELINE_FILE, PARETOSET_DIR)
 """Everything hybridmoo writes into a run directory, but its lock files."""
 LOCK_FILES = (LOCK_FILE, PIPELINE_LOCK_FILE)
 
