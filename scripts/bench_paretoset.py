@@ -124,8 +124,9 @@ def run_seed(args, sn, data, latency_model, seed: int) -> dict:
     test = SubnetEvaluator(sn, data, split="test")
     began = time.perf_counter()
     settings = ParetoSetSettings(seed=seed, steps=args.paretoset_steps,
-                                 task_samples=args.task_samples)
-    ps = train_paretoset(sn, data, run_dir=args.run_dir / f"paretoset_{seed}",
+                                 task_samples=args.task_samples, estimator=args.estimator,
+                                 preferences=16 if args.estimator == "predictor" else 4)
+    ps = train_paretoset(sn, data, run_dir=args.run_dir / f"paretoset_{args.estimator}_{seed}",
                          settings=settings, latency_model=latency_model, progress=False)
     train_s = time.perf_counter() - began
     prefs = get_reference_directions("energy", 3, PREFERENCES, seed=seed + 1)
@@ -169,6 +170,9 @@ def main() -> None:
     parser.add_argument("--paretoset-steps", type=int, default=500)
     parser.add_argument("--task-samples", type=int, default=200)
     parser.add_argument("--profile-samples", type=int, default=40)
+    parser.add_argument("--estimator", default="predictor",
+                        help="the task-loss gradient: predictor (default), soft, "
+                             "straight-through (16 preferences per step, else 4)")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.paretoset_steps, args.task_samples = 1, 300, 120

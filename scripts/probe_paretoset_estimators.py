@@ -75,9 +75,11 @@ def main() -> None:
     from pymoo.util.ref_dirs import get_reference_directions
 
     from hybridmoo.paretoset import ParetoSetSettings, train_paretoset
+    from hybridmoo.supernet.training import calibration_batches
 
     args.profile_samples = 24
     sn, data, latency_model = prepared(args)
+    sn.calibrate(calibration_batches(data, 64, 0, 8))
     agree, total = sign_agreement(sn, data)
     print(f"straight-through gradient sign = sign of the real switch: {agree} of {total}")
     prefs = get_reference_directions("energy", 3, 20, seed=1)

@@ -6,10 +6,10 @@ value of each dimension, plus one per value pair of every two dimensions with
 The fit is linear in one-hot features (and in their pairwise products), so evaluated at the
 softmax probabilities of a model's logits it is exactly the expected task loss of a config
 drawn from them (each dimension independently): a gradient without sampling noise. The
-gradient through the supernet itself (:mod:`.relaxed`, straight-through or soft) is what the
-issue asked first; on Fashion-MNIST its sign agrees with the loss change of an actual switch
-on 7 of 26 moves, and a model trained on it gives one config for every preference
-(docs/benchmarks.md, issue 19).
+gradient through the supernet itself (:mod:`.relaxed`) is the alternative: straight-through,
+its sign agrees with the loss change of an actual switch on 7 of 26 moves on Fashion-MNIST
+and a model trained on it gives one config for every preference; the soft mixture steers,
+at a supernet forward and backward per preference (docs/benchmarks.md, issue 19).
 
 Losses are measured as a recalibrated sub-network would see them: each sub-network runs on
 the same training batches with BatchNorm batch statistics (the supernet's running statistics

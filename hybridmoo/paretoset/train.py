@@ -14,8 +14,9 @@ numbers. The task loss comes, by ``estimator``, from
   (:mod:`.task_model`);
 - ``"straight-through"`` / ``"soft"``: a Gumbel-softmax sample (one-hot forward, soft
   gradients; or the soft mixture) run through the supernet on a training batch
-  (:mod:`.relaxed`). On Fashion-MNIST these give one config for every preference: their
-  gradient's sign matches the loss change of a real switch on 7 of 26 moves
+  (:mod:`.relaxed`). On Fashion-MNIST straight-through gives one config for every
+  preference (its gradient's sign matches the loss change of a real switch on 7 of 26
+  moves); the soft mixture steers, at a supernet forward and backward per preference
   (docs/benchmarks.md, issue 19).
 
 The three gradients in the model's parameters are combined per preference by a gradient
