@@ -20,7 +20,7 @@ with a latency model profiled on this machine. Per seed:
   (within 15 % counts; meaningful on a quiet machine);
 - query time: preference in, config out, the median over 200 preferences.
 
-    OMP_NUM_THREADS=1 python scripts/bench_paretoset.py --quick      # about 12 min, 2 cores
+    OMP_NUM_THREADS=1 python scripts/bench_paretoset.py --quick      # 2 min (4 with the supernet)
     OMP_NUM_THREADS=1 python scripts/bench_paretoset.py --seeds 3
 
 The last line states the figures; the exit code is 1 when the monotone share is under 90 %.

@@ -4,12 +4,8 @@ local Ray cluster on 127.0.0.1 for the whole session (starting one costs 5-7 s).
 import os
 
 import pytest
-import torch
 
 from hybridmoo.backends.ray_cluster import LOOPBACK_ENV
-from hybridmoo.data import digits, epoch_batches
-from hybridmoo.supernet import make_supernet
-from hybridmoo.supernet.training import calibration_batches, fp32, sandwich_step
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -48,13 +44,22 @@ TRAIN_STEPS = 40  # sandwich steps of the shared briefly trained supernet
 
 @pytest.fixture(scope="session")
 def data():
+    from hybridmoo.data import digits
+
     return digits(32)
 
 
 @pytest.fixture(scope="session")
 def trained(data):
     """A test_resnet supernet after a few sandwich steps (largest ~99 %, smallest ~95 % on
-    digits val), with calibrated activation ranges."""
+    digits val), with calibrated activation ranges (imports here: the settings above come
+    before torch and ray are imported)."""
+    import torch
+
+    from hybridmoo.data import epoch_batches
+    from hybridmoo.supernet import make_supernet
+    from hybridmoo.supernet.training import calibration_batches, fp32, sandwich_step
+
     torch.manual_seed(0)
     sn = make_supernet("test_resnet", num_classes=10, image_size=32)
     optimizer = torch.optim.Adam(sn.model.parameters(), lr=3e-3)
