@@ -53,7 +53,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
 
 def _pick_from_model(args: argparse.Namespace) -> int:
     from hybridmoo.paretoset.run import pick_from_model
-    from hybridmoo.pick import describe_point
+    from hybridmoo.pick import NoPointQualifies, describe_point
 
     asks = [a for a in (args.preference, args.max_latency_ms, args.max_size_mb)
             if a is not None]
@@ -64,9 +64,7 @@ def _pick_from_model(args: argparse.Namespace) -> int:
         chosen = pick_from_model(args.run_dir, preference=args.preference,
                                  max_latency_ms=args.max_latency_ms,
                                  max_size_mb=args.max_size_mb, out=args.out)
-    except ConfigError as exc:
-        if "no config the model gives" not in str(exc):
-            raise
+    except NoPointQualifies as exc:
         print(f"{PROG} pick: {one_line(str(exc))}", file=sys.stderr)
         return NO_POINT_EXIT
     predicted = chosen.predicted

@@ -39,7 +39,7 @@ from hybridmoo.evaluate.size import (
     TENSOR_QPARAM_BYTES,
     trace_layers,
 )
-from hybridmoo.refine.costs import macs_model
+from hybridmoo.refine.costs import layer_width, macs_model
 from hybridmoo.supernet.layout import keep_count
 
 Weights = Mapping[str, torch.Tensor]  # dimension name -> weights over its values
@@ -92,7 +92,7 @@ class RelaxedCosts:
             if c.kind == "attention":  # positions: tokens^2 * head_dim
                 t.positions, t.out_size = c.macs / (2.0 * m.num_heads), float(m.num_heads)
             elif c.kind == "norm":
-                width = _width(m)
+                width = layer_width(m)
                 t.positions, t.out_size = c.macs / width, float(width)
                 floats = sum(p.numel() for p in (*m.parameters(False), *m.buffers(False))
                              if p.is_floating_point())
@@ -272,14 +272,3 @@ def _int8_tensors(traced: Any, modules: Mapping[str, nn.Module]) -> list[list[st
         for key in (r.inp, r.out):
             users.setdefault(key, []).append(names[id(r.layer)])
     return list(users.values())
-
-
-def _width(m: nn.Module) -> int:
-    if isinstance(m, nn.LayerNorm):
-        n = 1
-        for s in m.normalized_shape:
-            n *= int(s)
-        return n
-    if isinstance(m, nn.GroupNorm):
-        return int(m.num_channels)
-    return int(m.num_features)

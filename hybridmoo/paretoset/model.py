@@ -22,6 +22,7 @@ from torch import nn
 
 from hybridmoo.errors import ConfigError
 from hybridmoo.files import sha256_file, write_atomic
+from hybridmoo.pick import NoPointQualifies
 from hybridmoo.space import SearchSpace, config_key
 
 OBJECTIVES = ("task", "latency", "size")  # the preference's axes, in this order
@@ -121,7 +122,7 @@ class ParetoSet:
         if cost(0.0) <= limit:
             return config_at(0.0)
         if cost(1.0) > limit:
-            raise ConfigError(f"no config the model gives has {key} <= {limit:g} (the "
+            raise NoPointQualifies(f"no config the model gives has {key} <= {limit:g} (the "
                               f"cheapest it gives: {cost(1.0):g})")
         lo, hi = 0.0, 1.0  # cost(lo) > limit >= cost(hi)
         for _ in range(BISECTION_STEPS):

@@ -13,6 +13,7 @@ from typing import Any
 from hybridmoo.errors import ConfigError
 from hybridmoo.paretoset.model import META_FILE, ParetoSet
 from hybridmoo.paretoset.train import ParetoSetSettings, train_paretoset
+from hybridmoo.pick import MB
 from hybridmoo.rundir import PARETOSET_DIR, SUPERNET_DIR
 from hybridmoo.space import config_key
 
@@ -85,7 +86,7 @@ def pick_from_model(run_dir: str | os.PathLike[str], *, preference: Any = None,
         raise ConfigError(f"{run_dir} has no Pareto set model: train one with 'hybridmoo "
                           f"paretoset {run_dir}'")
     ps = load_paretoset(model_dir, supernet)
-    size_bytes = None if max_size_mb is None else 1e6 * float(max_size_mb)
+    size_bytes = None if max_size_mb is None else MB * float(max_size_mb)
     config = ps.config_for(preference, latency_ms=max_latency_ms, size_bytes=size_bytes)
     asked = (f"preference {list(map(float, preference))}" if preference is not None else
              f"latency <= {max_latency_ms} ms" if max_latency_ms is not None else

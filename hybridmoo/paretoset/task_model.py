@@ -1,9 +1,8 @@
 """The supernet's task loss as a differentiable function of a relaxed config: measured on
 sub-networks, fitted by ridge regression on their one-hot encodings (one coefficient per
-value of each dimension, plus one per value pair of every two dimensions with
-``pairwise``).
+value of each dimension).
 
-The fit is linear in one-hot features (and in their pairwise products), so evaluated at the
+The fit is linear in one-hot features, so evaluated at the
 softmax probabilities of a model's logits it is exactly the expected task loss of a config
 drawn from them (each dimension independently): a gradient without sampling noise. The
 gradient through the supernet itself (:mod:`.relaxed`) is the alternative: straight-through,
@@ -51,63 +50,36 @@ def measure_task_loss(supernet: Any, configs: Sequence[Mapping[str, Any]],
 class TaskLossModel:
     """Ridge regression of the task loss on one-hot features of ``space``'s configs."""
 
-    def __init__(self, space: SearchSpace, *, pairwise: bool = False, alpha: float = 1.0
-                 ) -> None:
+    def __init__(self, space: SearchSpace, *, alpha: float = 1.0) -> None:
         self.space = space
-        self.pairwise = pairwise
         self.alpha = float(alpha)
-        self.sizes = [d.size for d in space.dims.values()]
         self.coef: np.ndarray | None = None
         self.intercept = 0.0
 
-    def features(self, probs: Sequence[np.ndarray]) -> np.ndarray:
-        """``(n, features)`` from per-dimension probability rows (``(n, size)`` each)."""
-        cols = list(probs)
-        if self.pairwise:
-            for i in range(len(probs)):
-                for j in range(i + 1, len(probs)):
-                    cols.append((probs[i][:, :, None] * probs[j][:, None, :]).reshape(
-                        len(probs[i]), -1))
-        return np.concatenate(cols, axis=1)
-
-    def one_hot(self, configs: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+    def _one_hot(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         X = np.array([self.space.encode(c) for c in configs])
-        return [np.eye(size)[X[:, j]] for j, size in enumerate(self.sizes)]
+        return np.concatenate([np.eye(size)[X[:, j]] for j, size in
+                               enumerate(self.space.sizes)], axis=1)
 
     def fit(self, configs: Sequence[Mapping[str, Any]], losses: np.ndarray) -> TaskLossModel:
         """Fit on measured ``(config, loss)`` pairs."""
         from sklearn.linear_model import Ridge
 
-        fit = Ridge(alpha=self.alpha).fit(self.features(self.one_hot(configs)), losses)
+        fit = Ridge(alpha=self.alpha).fit(self._one_hot(configs), losses)
         self.coef, self.intercept = fit.coef_.astype(np.float32), float(fit.intercept_)
         return self
 
     def predict(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Predicted losses of configs."""
-        return self.features(self.one_hot(configs)) @ self.coef + self.intercept
+        return self._one_hot(configs) @ self.coef + self.intercept
 
     def __call__(self, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The expected loss under the relaxed config ``weights`` (``(size,)`` or
         ``(batch, size)`` per dimension), differentiable."""
         if self.coef is None:
             raise RuntimeError("the task-loss model is not fitted")
-        probs = [weights[name] for name in self.space.dims]
-        single = probs[0].dim() == 1
-        if single:
-            probs = [p[None] for p in probs]
-        cols = list(probs)
-        if self.pairwise:
-            for i in range(len(probs)):
-                for j in range(i + 1, len(probs)):
-                    cols.append((probs[i][:, :, None] * probs[j][:, None, :]).flatten(1))
-        coef = torch.as_tensor(self.coef).to(probs[0])
-        out = torch.cat(cols, dim=1) @ coef + self.intercept
-        return out[0] if single else out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"pairwise": self.pairwise, "alpha": self.alpha,
-                "coef": None if self.coef is None else self.coef.tolist(),
-                "intercept": self.intercept}
+        probs = torch.cat([weights[name] for name in self.space.dims], dim=-1)
+        return probs @ torch.as_tensor(self.coef).to(probs) + self.intercept
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -146,7 +146,7 @@ def train_paretoset(supernet: Any, data: Any, *, run_dir: str | Path,
         model = PreferenceModel([d.size for d in space.dims.values()], len(OBJECTIVES),
                                 settings.hidden).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    relaxed = RelaxedSupernet(supernet)
+    relaxed = RelaxedSupernet(supernet) if settings.estimator != "predictor" else None
     reference = list(itertools.islice(epoch_batches(data.train, settings.batch_size,
                                                     settings.seed + 7, 0), REFERENCE_BATCHES))
     was_training = supernet.training

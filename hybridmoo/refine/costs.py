@@ -124,7 +124,7 @@ def profile(plain: nn.Module, example: torch.Tensor,
             continue
         tensors = [*m.parameters(recurse=False), *m.buffers(recurse=False)]
         counted.update(id(t) for t in tensors)
-        width = _width(m)
+        width = layer_width(m)
         positions = max(1, _numel(out[1:]) // width)
         if isinstance(m, _NORMS):
             floats = sum(t.numel() for t in tensors if t.is_floating_point())
@@ -226,7 +226,7 @@ def _expected(size: int, segments: list[Segment], keep: list[torch.Tensor],
     return gate_vector(size, segments, keep, device).sum()
 
 
-def _width(m: nn.Module) -> int:
+def layer_width(m: nn.Module) -> int:
     """Output channels of a Conv2d, Linear or norm layer (whatever its memory layout)."""
     if isinstance(m, nn.Conv2d):
         return int(m.out_channels)
